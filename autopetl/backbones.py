@@ -1,0 +1,160 @@
+"""Frozen timm Vision Transformers, built by name from a weights source.
+
+The weights source is one of:
+- ``hub``: timm's pretrained weights from the Hugging Face hub (the users' default; the papers'
+  backbone is ``vit_base_patch16_224.orig_in21k``);
+- a local file (``.safetensors``, ``.bin``, ``.pth``), loaded the timm way through
+  ``pretrained_cfg_overlay=dict(file=...)`` so the position embedding is resampled to ``img_size``;
+- ``none``: random initialisation, for tests and smoke runs (logged as a warning).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from autopetl.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "vit_base_patch16_224.orig_in21k"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What to build: a timm model name, a weights source, an input size and model overrides.
+
+    Attributes:
+        name: A timm model name (a VisionTransformer), optionally with a pretrained tag.
+        weights: ``hub``, ``none`` or a path to a weights file.
+        img_size: Side of the square input; position embeddings are resampled to it.
+        overrides: Extra timm model kwargs (e.g. ``depth``), used by tiny test models.
+    """
+
+    name: str = DEFAULT_BACKBONE
+    weights: str = "hub"
+    img_size: int = 224
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weights": self.weights,
+            "img_size": self.img_size,
+            "overrides": dict(self.overrides),
+        }
+
+
+# The backbone of every --smoke-test: a tiny random-init ViT at 32 px that trains in seconds on a
+# CPU. Patch 8 gives 16 patch tokens, enough for position tasks to be learnable at all.
+SMOKE_BACKBONE = BackboneSpec(
+    name="vit_tiny_patch16_224",
+    weights="none",
+    img_size=32,
+    overrides={"patch_size": 8, "depth": 4, "embed_dim": 64, "num_heads": 2},
+)
+
+
+def build_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
+    """Build a timm ViT with a fresh ``num_classes`` head and every parameter frozen.
+
+    Methods decide what becomes tunable; the head is re-initialised for the task either way.
+
+    Raises:
+        WeightsError: The weights file is missing or does not fit, or the hub cannot be reached.
+    """
+    if spec.name.split(".")[0] not in timm.list_models():
+        raise WeightsError(
+            f"unknown backbone {spec.name!r}; pick a timm ViT such as {DEFAULT_BACKBONE} "
+            f"(timm.list_models('vit_*') lists them)"
+        )
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, img_size=spec.img_size, **spec.overrides)
+    weights = spec.weights
+    try:
+        if weights == "none":
+            log.warning(
+                "backbone %s uses RANDOM weights (--weights none): results mean nothing "
+                "beyond testing the pipeline",
+                spec.name,
+            )
+            model = timm.create_model(spec.name, pretrained=False, **kwargs)
+        elif weights == "hub":
+            model = _from_hub(spec.name, kwargs)
+        else:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise WeightsError(
+                    f"weights file {path} does not exist; pass --weights PATH to a "
+                    f"timm checkpoint, --weights hub, or --weights none"
+                )
+            model = timm.create_model(
+                spec.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
+            )
+    except WeightsError:
+        raise
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise WeightsError(
+            f"cannot load weights {weights!r} into {spec.name}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
+    if not isinstance(model, VisionTransformer):
+        raise WeightsError(
+            f"{spec.name} is a {type(model).__name__}, not a timm VisionTransformer; "
+            f"autopetl's methods need one"
+        )
+    model.requires_grad_(False)
+    return model
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the hub, so an offline machine fails in seconds, not after retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_hub(name: str, kwargs: dict[str, Any]) -> VisionTransformer:
+    import huggingface_hub.constants as hub_constants
+
+    offline = hub_constants.HF_HUB_OFFLINE
+    if not offline and not _hub_reachable():
+        # Unreachable hub: still allow weights already in the local hub cache, without retries.
+        hub_constants.HF_HUB_OFFLINE = True
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except (OSError, ConnectionError, TimeoutError) as exc:  # huggingface_hub raises OSError kin
+        raise WeightsError(
+            f"cannot download {name} weights from the hub ({type(exc).__name__}); pass "
+            f"--weights PATH to a local file, or --weights none for random init"
+        ) from exc
+    except Exception as exc:  # hub errors that are not OSError subclasses (offline mode, 404)
+        if type(exc).__module__.startswith(("huggingface_hub", "requests", "urllib3", "httpx")):
+            raise WeightsError(
+                f"cannot download {name} weights from the hub ({type(exc).__name__}); pass "
+                f"--weights PATH to a local file, or --weights none for random init"
+            ) from exc
+        raise
+    finally:
+        hub_constants.HF_HUB_OFFLINE = offline
+
+
+def input_stats(model: VisionTransformer) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation mean and std the backbone was trained with."""
+    cfg = model.pretrained_cfg or {}
+    return tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

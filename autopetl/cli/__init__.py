@@ -1,0 +1,60 @@
+"""The ``autopetl`` command: one entry point, one module per group of subcommands.
+
+Each command module exposes ``register(subparsers)``, which adds its parsers and sets ``func``.
+Errors a user can cause (:class:`autopetl.errors.AutopetlError`) are printed as one line with the
+fix and exit with status 2; nothing else is caught, so bugs keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from autopetl.errors import AutopetlError
+
+# Command modules, in the order their commands are listed by --help.
+COMMAND_MODULES = ("tasks_cmd", "train_cmd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autopetl",
+        description="Find the best parameter-efficient way to adapt a frozen ViT to a task.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    from autopetl.cli._console import err_console
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except AutopetlError as exc:
+        print(f"autopetl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autopetl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

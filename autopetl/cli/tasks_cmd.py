@@ -1,0 +1,41 @@
+"""``autopetl tasks``: the task registry, with where each task's data comes from."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from autopetl.cli._console import console
+from autopetl.cli._options import add_data_options
+from autopetl.tasks import TASKS, data_source, is_available
+from autopetl.tasks.data import default_data_root
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("tasks", help="list the VTAB-1k tasks and whether their data is here")
+    add_data_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    root = args.data_root or default_data_root()
+    table = Table(title="VTAB-1k tasks")
+    for column in ("task", "group", "classes", "data from", "available"):
+        table.add_column(column)
+    for task in TASKS.values():
+        ok = is_available(task, root)
+        table.add_row(
+            task.name,
+            task.group,
+            str(task.num_classes),
+            data_source(task, root),
+            "[green]yes[/]" if ok else "[red]no[/]",
+        )
+    console.print(table)
+    n_ok = sum(is_available(t, root) for t in TASKS.values())
+    console.print(
+        f"{n_ok} of {len(TASKS)} tasks available"
+        + ("" if root else "; set --data-root or AUTOPETL_DATA for the VTAB-1k folders")
+    )
+    return 0

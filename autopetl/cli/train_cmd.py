@@ -1,0 +1,122 @@
+"""``autopetl train``: train one PETL configuration on a task, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autopetl.cli._console import console, err_console
+from autopetl.cli._options import (
+    add_backbone_options,
+    add_data_options,
+    backbone_spec,
+    parse_set_options,
+)
+from autopetl.methods import METHODS, build_method
+from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
+from autopetl.tasks import get_task
+from autopetl.training import EpochMetrics, TrainConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="train one PETL configuration on a task")
+    parser.add_argument("--task", required=True, help="e.g. vtab/dsprites_loc")
+    parser.add_argument("--method", default="vpt", help=f"one of {', '.join(sorted(METHODS))}")
+    parser.add_argument(
+        "--set",
+        dest="set_options",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a method option, e.g. --set deep=true --set prompt_length=10",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="default 10 (2 with --smoke-test)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="tiny random-init ViT at 32 px, a small subset, 2 epochs",
+    )
+    add_backbone_options(parser)
+    add_data_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    method = build_method(args.method, parse_set_options(args.set_options))
+    spec = backbone_spec(args)
+    epochs = args.epochs if args.epochs is not None else (2 if args.smoke_test else 10)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        warmup_epochs=min(args.warmup_epochs, epochs - 1) if epochs > 1 else 0,
+        seed=args.seed,
+        precision=args.precision,
+        device=args.device,
+    )
+    with err_console.status(f"preparing {task.name} at {spec.img_size}px"):
+        data = load_task_data(
+            task,
+            spec.img_size,
+            data_root=args.data_root,
+            train_limit=SMOKE_TRAIN_IMAGES if args.smoke_test else None,
+        )
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+    bar = progress.add_task(f"{method.name} on {task.name}", total=None, status="")
+
+    def on_step(step: int, total: int) -> None:
+        progress.update(bar, completed=step, total=total)
+
+    def on_epoch(m: EpochMetrics) -> None:
+        progress.update(
+            bar, status=f"epoch {m.epoch}/{epochs} loss {m.train_loss:.3f} val {m.val_acc:.1%}"
+        )
+
+    with progress:
+        _, result = train_one(spec, method, data, config, on_step=on_step, on_epoch=on_epoch)
+
+    table = Table(title=f"{method.name} on {task.name}", show_header=False)
+    rows = [
+        ("method config", str(method.config.to_dict())),
+        ("backbone", f"{spec.name} ({spec.weights}, {spec.img_size}px)"),
+        ("val accuracy (best)", f"{result.best_val_acc:.2%} (epoch {result.best_epoch})"),
+        ("val accuracy (last)", f"{result.last_val_acc:.2%}"),
+        ("chance", f"{1 / task.num_classes:.2%}"),
+        (
+            "tunable parameters",
+            f"{result.tunable_params:,} ({result.tunable_params_without_head:,} without the head)",
+        ),
+        ("wall time", f"{result.wall_time_s:.1f} s"),
+        ("throughput", f"{result.images_per_s:.0f} images/s ({result.device}, {result.precision})"),
+        ("peak memory", f"{result.peak_memory_mb:.0f} MiB"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    return 0

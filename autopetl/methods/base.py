@@ -1,0 +1,161 @@
+"""The one interface every PETL method implements, and the configs they share.
+
+Life cycle of a method:
+1. The registry finds the method class by its lowercase ``name``.
+2. ``config_cls.from_dict(values)`` checks the user's values (unknown keys, types, ranges) and
+   gives a frozen dataclass that round-trips through JSON with ``to_dict()``.
+3. ``method.attach(backbone)`` takes a frozen timm ViT (every parameter ``requires_grad=False``)
+   and returns a :class:`PetlModel`: the backbone plus the method's tunable parts. Exactly the
+   parameters with ``requires_grad=True`` are tunable; the task head always is.
+4. Training updates those parameters; :mod:`autopetl.methods.io` saves and reloads them alone.
+
+Methods never import Optuna, Ray or the store: search spaces are data (search_spaces/*.yaml).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args, get_origin
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from autopetl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method's config: a frozen dataclass checked on construction.
+
+    Subclasses add fields with defaults and check ranges in ``__post_init__`` (raise ConfigError).
+    """
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
+        """Build from plain values (a trial's JSON or ``--set``), rejecting unknown keys and types."""
+        hints = typing.get_type_hints(cls)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            valid = ", ".join(sorted(fields)) or "(none)"
+            raise ConfigError(
+                f"unknown option {unknown[0]!r} for this method; valid options: {valid}"
+            )
+        checked = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+        return cls(**checked)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check one value against its annotation; ints are accepted where floats are expected."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        if value not in get_args(hint):
+            choices = ", ".join(repr(c) for c in get_args(hint))
+            raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(key, v, get_args(hint)[0]) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+class PetlModel(nn.Module):
+    """A frozen timm ViT plus one method's tunable parts; the model that trains and serves.
+
+    The default forward is the backbone's own; methods that change the token sequence (prompts)
+    override :meth:`forward_features`, methods that patch layers (LoRA, adapters) change the
+    backbone's modules in place and keep the default.
+    """
+
+    def __init__(self, backbone: VisionTransformer) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def tunable_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+    def tunable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tunable weights alone: what a checkpoint or a served artifact holds."""
+        return {n: p.detach() for n, p in self.tunable_named_parameters()}
+
+    def num_tunable(self, *, include_head: bool = True) -> int:
+        head = {id(p) for p in self.backbone.head.parameters()}
+        return sum(
+            p.numel()
+            for _, p in self.tunable_named_parameters()
+            if include_head or id(p) not in head
+        )
+
+
+class Method(ABC):
+    """A PETL method: how to make a frozen ViT trainable for a task with few parameters.
+
+    Subclasses set ``name`` (lowercase, unique) and ``config_cls`` and register themselves with
+    :func:`autopetl.methods.register_method`.
+    """
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[MethodConfig]]
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_cls()
+        if not isinstance(self.config, self.config_cls):
+            raise TypeError(f"{self.name} needs a {self.config_cls.__name__}")
+
+    @abstractmethod
+    def attach(self, backbone: VisionTransformer) -> PetlModel:
+        """Add the tunable parts to a frozen backbone (head included) and return the model."""
+
+    @abstractmethod
+    def closed_form_params(self, backbone: VisionTransformer) -> int:
+        """Tunable parameters, head included, computed from the architecture alone (for tests)."""
+
+
+def head_params(backbone: VisionTransformer) -> int:
+    """Parameters of a linear classifier head on this backbone's features."""
+    head = backbone.head
+    return sum(p.numel() for p in head.parameters())
+
+
+def make_head_tunable(backbone: VisionTransformer) -> None:
+    backbone.head.requires_grad_(True)

@@ -1,0 +1,275 @@
+"""Train and evaluate one PETL configuration on in-memory task tensors.
+
+Knows nothing of Ray, Optuna or SQL: callers get per-epoch metrics through ``on_epoch`` and the
+final :class:`TrainResult`. Data are uint8 tensors moved to the device once; each batch is
+normalised there (see :func:`autopetl.tasks.normalize`), so no DataLoader workers are needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from autopetl.errors import ConfigError, TrainingDivergedError
+from autopetl.methods.base import PetlModel
+from autopetl.tasks.data import SplitData, normalize
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train one configuration.
+
+    Attributes:
+        epochs: Passes over the training split.
+        batch_size: Images per optimiser step.
+        lr: Peak learning rate (after warm-up).
+        weight_decay: Decoupled (AdamW) or L2 (SGD) weight decay.
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9, as VPT's recipe).
+        warmup_epochs: Linear warm-up length before the cosine decay to zero.
+        seed: Seeds shuffling and dropout (the caller seeds parameter init, see seed_everything).
+        precision: ``auto`` is bf16 autocast on CUDA and fp32 on CPU; ``fp32`` or ``bf16`` force it.
+        device: ``auto`` picks CUDA when present.
+        eval_batch_size: Images per forward pass when evaluating.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (
+                self.optimizer in ("adamw", "sgd"),
+                f"optimizer must be adamw or sgd, got {self.optimizer!r}",
+            ),
+            (
+                self.precision in ("auto", "fp32", "bf16"),
+                f"precision must be auto, fp32 or bf16, got {self.precision!r}",
+            ),
+            (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What one training run scored and what it cost.
+
+    ``peak_memory_mb`` is the CUDA allocator's peak on GPU; on CPU it is the process's peak
+    resident set (so it includes Python, torch and the data, not the trial alone).
+    """
+
+    best_val_acc: float
+    best_epoch: int
+    last_val_acc: float
+    tunable_params: int
+    tunable_params_without_head: int
+    wall_time_s: float
+    images_per_s: float
+    peak_memory_mb: float
+    device: str
+    precision: str
+    epochs: list[EpochMetrics] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16), "bf16"
+    return contextlib.nullcontext(), "fp32"
+
+
+def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@torch.no_grad()
+def evaluate(
+    model: PetlModel,
+    data: SplitData,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` (eval mode), as a fraction in [0, 1]."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    model.eval()
+    autocast, _ = _autocast(dev, precision)
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].to(dev, non_blocking=True)
+        labels = data.labels[start : start + batch_size].to(dev, non_blocking=True)
+        with autocast:
+            logits = model(normalize(images, mean, std))
+        correct += int((logits.argmax(dim=-1) == labels).sum())
+    return correct / max(1, len(data))
+
+
+def train(
+    model: PetlModel,
+    train_data: SplitData,
+    val_data: SplitData,
+    config: TrainConfig,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train the model's tunable parameters and validate after every epoch.
+
+    Args:
+        model: The backbone with a method attached; only ``requires_grad`` parameters train.
+        train_data: Training split (uint8 images, int64 labels).
+        val_data: Validation split, evaluated after every epoch.
+        config: Optimiser, schedule, precision and device.
+        mean: Normalisation mean of the backbone.
+        std: Normalisation std of the backbone.
+        on_epoch: Called with each epoch's metrics (progress bars, Ray Tune reports).
+        on_step: Called with (step, total steps) after each optimiser step.
+
+    Raises:
+        TrainingDivergedError: The loss became NaN or infinite.
+    """
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.to(device)
+    params = [p for _, p in model.tunable_named_parameters()]
+    if not params:
+        raise ConfigError("the model has no tunable parameters")
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _cosine_with_warmup(total, round(config.warmup_epochs * steps_per_epoch))
+    )
+    autocast, precision = _autocast(device, config.precision)
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # dropout masks
+
+    images, labels = train_data.images.to(device), train_data.labels.to(device)
+    history: list[EpochMetrics] = []
+    train_seconds, seen, step = 0.0, 0, 0
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(train_data), generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for batch in order.split(config.batch_size):
+            with autocast:
+                logits = model(normalize(images[batch], mean, std))
+                loss = F.cross_entropy(logits.float(), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(batch)
+            seen += len(batch)
+            step += 1
+            if on_step is not None:
+                on_step(step, total)
+        train_loss = float(loss_sum) / len(train_data)  # one sync per epoch, not per step
+        train_seconds += time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            raise TrainingDivergedError(
+                f"loss became {train_loss} in epoch {epoch}; "
+                f"try a lower learning rate (now {config.lr:g})"
+            )
+        val_acc = evaluate(
+            model,
+            val_data,
+            mean,
+            std,
+            batch_size=config.eval_batch_size,
+            device=device,
+            precision=config.precision,
+        )
+        metrics = EpochMetrics(
+            epoch, train_loss, val_acc, optimizer.param_groups[0]["lr"], time.perf_counter() - t0
+        )
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+    best = max(history, key=lambda m: (m.val_acc, m.epoch))
+    return TrainResult(
+        best_val_acc=best.val_acc,
+        best_epoch=best.epoch,
+        last_val_acc=history[-1].val_acc,
+        tunable_params=model.num_tunable(),
+        tunable_params_without_head=model.num_tunable(include_head=False),
+        wall_time_s=time.perf_counter() - start,
+        images_per_s=seen / max(train_seconds, 1e-9),
+        peak_memory_mb=_peak_memory_mb(device),
+        device=str(device),
+        precision=precision,
+        epochs=history,
+    )
