@@ -12,7 +12,7 @@ from pathlib import Path
 
 from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.backbones import BackboneSpec, build_backbone, input_stats
+from autopetl.backbones import input_stats
 from autopetl.methods.base import Method, PetlModel
 from autopetl.tasks import SplitData, TaskSpec, load_split
 from autopetl.training import TrainConfig, TrainResult, seed_everything, train
@@ -66,10 +66,9 @@ def attach(
 
 
 def train_one(
-    spec: BackboneSpec, method: Method, data: TaskData, config: TrainConfig, **callbacks
+    backbone: VisionTransformer, method: Method, data: TaskData, config: TrainConfig, **callbacks
 ) -> tuple[PetlModel, TrainResult]:
-    """Build the backbone, attach the method and train: the whole of ``autopetl train``."""
-    backbone = build_backbone(spec, data.task.num_classes)
+    """Attach the method to the frozen backbone (in place) and train: ``autopetl train``."""
     model = attach(backbone, method, seed=config.seed, copy_backbone=False)
     mean, std = input_stats(backbone)
     result = train(model, data.train, data.eval, config, mean=mean, std=std, **callbacks)

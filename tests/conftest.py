@@ -29,7 +29,9 @@ TINY_REG = BackboneSpec(
 
 
 @pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("AUTOPETL_CACHE", str(base / "cache"))
     monkeypatch.setenv("AUTOPETL_HOME", str(base / "home"))

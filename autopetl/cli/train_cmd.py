@@ -7,6 +7,7 @@ import argparse
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from autopetl.backbones import build_backbone
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import (
     add_backbone_options,
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             train_limit=SMOKE_TRAIN_IMAGES if args.smoke_test else None,
         )
+    with err_console.status(f"building {spec.name} ({spec.weights})"):
+        backbone = build_backbone(spec, task.num_classes)
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     with progress:
-        _, result = train_one(spec, method, data, config, on_step=on_step, on_epoch=on_epoch)
+        _, result = train_one(backbone, method, data, config, on_step=on_step, on_epoch=on_epoch)
 
     table = Table(title=f"{method.name} on {task.name}", show_header=False)
     rows = [

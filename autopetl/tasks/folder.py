@@ -45,6 +45,6 @@ def iter_images(pairs: list[tuple[Path, int]]) -> Iterator[tuple[np.ndarray, int
     for path, label in pairs:
         try:
             with Image.open(path) as im:
-                yield np.asarray(im.convert("RGB")), label
+                yield np.array(im.convert("RGB")), label
         except (OSError, ValueError) as exc:
             raise DataUnavailableError(f"cannot read image {path}: {exc}") from exc

@@ -1,0 +1,93 @@
+"""The training loop: learns, reports every epoch, seeds, and stops on divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autopetl.backbones import input_stats
+from autopetl.errors import ConfigError, TrainingDivergedError
+from autopetl.methods import build_method
+from autopetl.pipeline import attach
+from autopetl.tasks import SplitData
+from autopetl.training import TrainConfig, train
+
+
+def _toy_data(n: int, seed: int) -> SplitData:
+    """Dim noise vs bright noise. A random-init ViT's [CLS] is close to the mean of its patches
+    (attention is near uniform), so brightness, unlike position, is visible to it."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    images = torch.randint(0, 100, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    images += (labels * 120).to(torch.uint8).view(-1, 1, 1, 1)
+    return SplitData(images, labels)
+
+
+def _fit(backbone, config):
+    model = attach(backbone, build_method("vpt", {"prompt_length": 4}), seed=config.seed)
+    mean, std = input_stats(backbone)
+    epochs = []
+    result = train(
+        model,
+        _toy_data(128, 0),
+        _toy_data(64, 1),
+        config,
+        mean=mean,
+        std=std,
+        on_epoch=epochs.append,
+    )
+    return model, result, epochs
+
+
+def test_training_learns_and_reports_every_epoch(tiny_backbone):
+    tiny_backbone.reset_classifier(2)
+    _, result, epochs = _fit(
+        tiny_backbone, TrainConfig(epochs=4, batch_size=32, lr=3e-3, warmup_epochs=0.5)
+    )
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4]
+    assert result.best_val_acc >= 0.9
+    assert result.best_val_acc == max(e.val_acc for e in epochs)
+    assert result.last_val_acc == epochs[-1].val_acc
+    assert result.tunable_params == result.tunable_params_without_head + 64 * 2 + 2
+    assert result.images_per_s > 0 and result.wall_time_s > 0 and result.peak_memory_mb > 0
+    assert (result.device, result.precision) == ("cpu", "fp32")
+    assert epochs[-1].lr == pytest.approx(0.0, abs=1e-9)  # cosine decays to zero
+
+
+def test_same_seed_same_result(tiny_backbone):
+    tiny_backbone.reset_classifier(2)
+    config = TrainConfig(epochs=1, batch_size=32, lr=1e-3, seed=3)
+    a, ra, _ = _fit(tiny_backbone, config)
+    b, rb, _ = _fit(tiny_backbone, config)
+    assert ra.epochs[0].train_loss == rb.epochs[0].train_loss
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(
+            a.tunable_state_dict().values(), b.tunable_state_dict().values(), strict=True
+        )
+    )
+
+
+def test_bf16_autocast_runs_on_cpu(tiny_backbone):
+    tiny_backbone.reset_classifier(2)
+    _, result, _ = _fit(tiny_backbone, TrainConfig(epochs=1, batch_size=32, precision="bf16"))
+    assert result.precision == "bf16" and math.isfinite(result.epochs[0].train_loss)
+
+
+def test_divergence_is_an_error_not_a_result(tiny_backbone):
+    tiny_backbone.reset_classifier(2)
+    with pytest.raises(TrainingDivergedError, match="lower learning rate"):
+        _fit(
+            tiny_backbone,
+            TrainConfig(epochs=2, batch_size=32, lr=1e30, optimizer="sgd", warmup_epochs=0),
+        )
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(epochs=0), dict(lr=-1.0), dict(batch_size=0), dict(weight_decay=-1.0)]
+)
+def test_bad_training_options_are_config_errors(bad):
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad)
