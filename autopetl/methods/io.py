@@ -1,0 +1,168 @@
+"""Save a trained method's tunable weights alone, and rebuild the model from them.
+
+An artifact is a directory with two files, as peft's ``adapter_model.safetensors`` plus
+``adapter_config.json``:
+
+- ``tunable.safetensors``: the tunable parameters (head included), keyed by their names in the
+  :class:`PetlModel`; no pickle, so loading runs no code;
+- ``method.json``: the method's name and config, the backbone spec, the number of classes and
+  the autopetl version that wrote it.
+
+Loading builds the frozen backbone from its spec (or takes the one given), resets the head to the
+number of classes, attaches the method and loads the weights, failing if a key or a shape
+differs. In eval mode the loaded model computes bit for bit what the saved one did.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from autopetl.backbones import BackboneSpec, build_backbone
+from autopetl.errors import ConfigError, WeightsError
+from autopetl.methods.base import Method, PetlModel
+from autopetl.methods.registry import build_method
+
+WEIGHTS_FILE = "tunable.safetensors"
+CONFIG_FILE = "method.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Artifact:
+    """A model rebuilt from a saved artifact, with what it was built from."""
+
+    model: PetlModel
+    method: Method
+    backbone_spec: BackboneSpec
+    num_classes: int
+    meta: dict[str, Any]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("autopetl")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save_tunable(
+    model: PetlModel,
+    method: Method,
+    backbone_spec: dict[str, Any],
+    num_classes: int,
+    directory: str | Path,
+) -> Path:
+    """Write ``tunable.safetensors`` and ``method.json`` into ``directory`` (created if needed).
+
+    Args:
+        model: The trained model; only its ``requires_grad`` parameters are saved.
+        method: The method that built it (its name and config go into the JSON).
+        backbone_spec: ``BackboneSpec.to_dict()`` of the frozen backbone.
+        num_classes: Classes of the task head.
+        directory: Where to write; existing files of the same names are replaced.
+
+    Returns:
+        The directory.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    # Clone to contiguous tensors that own their memory: safetensors refuses shared storage.
+    tensors = {
+        k: v.detach().cpu().contiguous().clone() for k, v in model.tunable_state_dict().items()
+    }
+    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "method": method.name,
+        "config": method.config.to_dict(),
+        "backbone": dict(backbone_spec),
+        "num_classes": int(num_classes),
+        "autopetl_version": _version(),
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``method.json`` of an artifact, checked for the keys loading needs."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; is {directory} a saved autopetl artifact?")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); save the artifact again") from exc
+    missing = (
+        [k for k in ("method", "config", "backbone", "num_classes") if k not in meta]
+        if isinstance(meta, dict)
+        else ["method"]
+    )
+    if missing:
+        raise ConfigError(f"{path} lacks {missing[0]!r}; save the artifact again")
+    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ConfigError(
+            f"{path} has format version {meta['format_version']}, newer than this autopetl "
+            f"reads ({FORMAT_VERSION}); upgrade autopetl"
+        )
+    return meta
+
+
+def load_tunable(directory: str | Path, backbone: VisionTransformer | None = None) -> Artifact:
+    """Rebuild a saved model on a fresh frozen backbone and load its tunable weights.
+
+    Args:
+        directory: An artifact written by :func:`save_tunable`.
+        backbone: The frozen backbone to attach to; it is changed in place (pass a copy to keep
+            yours). When None it is built from the saved spec, which must name real weights.
+
+    Raises:
+        ConfigError: A file is missing or corrupt, or the weights do not fit the method.
+        WeightsError: The backbone cannot be built from its spec.
+    """
+    meta = read_meta(directory)
+    weights_path = Path(directory) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise ConfigError(f"{weights_path} does not exist; save the artifact again")
+    method = build_method(meta["method"], meta["config"])
+    spec = BackboneSpec(**meta["backbone"])
+    num_classes = int(meta["num_classes"])
+    if backbone is None:
+        if spec.weights == "none":
+            raise WeightsError(
+                f"the artifact in {directory} was trained on a randomly initialised backbone "
+                f"(weights none), which cannot be rebuilt; pass the same backbone to load_tunable"
+            )
+        backbone = build_backbone(spec, num_classes)
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {weights_path} ({exc}); save the artifact again") from exc
+
+    # The same steps as autopetl.pipeline.attach, without copying: a fresh head, all frozen.
+    backbone.reset_classifier(num_classes)
+    backbone.requires_grad_(False)
+    model = method.attach(backbone)
+    expected = dict(model.tunable_named_parameters())
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ConfigError(
+            f"{weights_path} does not fit {method.name} on {spec.name}: {detail}; "
+            f"was it saved with another method, config or backbone?"
+        )
+    for name, param in expected.items():
+        if state[name].shape != param.shape:
+            raise ConfigError(
+                f"{weights_path}: {name} has shape {tuple(state[name].shape)}, "
+                f"the model expects {tuple(param.shape)}; was it saved with another backbone?"
+            )
+    model.load_state_dict(state, strict=False)
+    return Artifact(model, method, spec, num_classes, meta)

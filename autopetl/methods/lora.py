@@ -1,0 +1,141 @@
+"""``lora``: Low-Rank Adaptation (Hu et al., ICLR 2022, arXiv:2106.09685).
+
+A frozen linear map W gets a trainable low-rank update: y = W x + (alpha / r) * B A dropout(x),
+with A (r x in) Kaiming-uniform initialised and B (out x r) zero, as in the paper and peft. So a
+freshly attached model computes exactly the linear-probe model.
+
+Targets, per block: ``q``, ``k``, ``v`` (slices of timm's fused ``attn.qkv``: each gets its own
+A and B, and the update is added to its third of the qkv output), ``o`` (the attention output
+projection ``attn.proj``), ``fc1`` and ``fc2`` (the MLP). The paper's default is q and v.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from autopetl.errors import ConfigError
+from autopetl.methods.base import Method, MethodConfig, PetlModel, head_params, make_head_tunable
+from autopetl.methods.registry import register_method
+
+QKV = ("q", "k", "v")
+TARGETS = (*QKV, "o", "fc1", "fc2")
+
+
+@dataclass(frozen=True)
+class LoRAConfig(MethodConfig):
+    """Attributes:
+    rank: Rank r of each update.
+    alpha: Scaling numerator; the update is multiplied by alpha / r.
+    dropout: Dropout on the update's input (the frozen path sees the clean input).
+    targets: Which linear maps get an update: any of q, k, v, o, fc1, fc2.
+    """
+
+    rank: int = 8
+    alpha: float = 8.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q", "v")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"rank must be >= 1, got {self.rank}")
+        if not self.alpha > 0:
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not self.targets:
+            raise ConfigError(f"targets must name at least one of {', '.join(TARGETS)}")
+        bad = [t for t in self.targets if t not in TARGETS]
+        if bad:
+            raise ConfigError(f"unknown LoRA target {bad[0]!r}; choose from {', '.join(TARGETS)}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"targets repeat a name: {list(self.targets)}")
+
+
+class LowRank(nn.Module):
+    """The update B A x, scaled; A is Kaiming-uniform as nn.Linear's default, B is zero."""
+
+    def __init__(self, in_features: int, out_features: int, config: LoRAConfig) -> None:
+        super().__init__()
+        self.lora_a = nn.Parameter(torch.empty(config.rank, in_features))
+        self.lora_b = nn.Parameter(torch.zeros(out_features, config.rank))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as peft and the LoRA code
+        self.scaling = config.alpha / config.rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.lora_a.t().to(x.dtype)) @ self.lora_b.t().to(x.dtype) * self.scaling
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus one low-rank update on its whole output."""
+
+    def __init__(self, base: nn.Linear, config: LoRAConfig) -> None:
+        super().__init__()
+        self.base = base
+        self.dropout = nn.Dropout(config.dropout)
+        self.lora = LowRank(base.in_features, base.out_features, config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lora(self.dropout(x))
+
+
+class LoRAQKV(nn.Module):
+    """timm's fused qkv Linear (out = 3 * attn_dim) with updates on some of its q, k, v thirds."""
+
+    def __init__(self, base: nn.Linear, config: LoRAConfig) -> None:
+        super().__init__()
+        self.base = base
+        self.dropout = nn.Dropout(config.dropout)
+        self.slice = base.out_features // 3
+        self.updates = nn.ModuleDict(
+            {t: LowRank(base.in_features, self.slice, config) for t in QKV if t in config.targets}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        h = self.dropout(x)
+        parts = [
+            self.updates[t](h) if t in self.updates else out.new_zeros(*out.shape[:-1], self.slice)
+            for t in QKV
+        ]
+        return out + torch.cat(parts, dim=-1)
+
+
+@register_method
+class LoRA(Method):
+    name = "lora"
+    config_cls = LoRAConfig
+    config: LoRAConfig
+
+    def attach(self, backbone: VisionTransformer) -> PetlModel:
+        make_head_tunable(backbone)
+        targets = set(self.config.targets)
+        block: Any
+        for block in backbone.blocks:
+            attn, mlp = block.attn, block.mlp
+            if targets & set(QKV):
+                attn.qkv = LoRAQKV(attn.qkv, self.config)
+            if "o" in targets:
+                attn.proj = LoRALinear(attn.proj, self.config)
+            if "fc1" in targets:
+                mlp.fc1 = LoRALinear(mlp.fc1, self.config)
+            if "fc2" in targets:
+                mlp.fc2 = LoRALinear(mlp.fc2, self.config)
+        return PetlModel(backbone)
+
+    def closed_form_params(self, backbone: VisionTransformer) -> int:
+        """r * (in + out) per targeted map and block (no biases), plus the head."""
+        d, r = backbone.embed_dim, self.config.rank
+        block: Any = backbone.blocks[0]  # a timm Block; nn.Module attributes are untyped
+        attn_dim = block.attn.attn_dim  # heads * head_dim, d for every standard ViT
+        # mlp_ratio * d; read through a LoRALinear wrapper when counting an attached model.
+        hidden = getattr(block.mlp.fc1, "base", block.mlp.fc1).out_features
+        shapes = {"q": (d, attn_dim), "k": (d, attn_dim), "v": (d, attn_dim)}
+        shapes |= {"o": (attn_dim, d), "fc1": (d, hidden), "fc2": (hidden, d)}
+        per_block = sum(r * (shapes[t][0] + shapes[t][1]) for t in self.config.targets)
+        return len(backbone.blocks) * per_block + head_params(backbone)

@@ -1,0 +1,167 @@
+"""One contract, every method: each registered PETL method (and a few config variants) must
+train only its tunable parameters, leave the frozen backbone bit-identical, count its parameters
+as its closed form says, round-trip its config through JSON and its weights through an artifact.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from autopetl.methods import METHODS, PetlModel, build_method
+from autopetl.methods.io import load_tunable, save_tunable
+from autopetl.pipeline import attach
+
+from .conftest import TINY, TINY_REG
+
+# (method, config values): every registered method with its defaults, then variants.
+VARIANTS: list[tuple[str, dict]] = [
+    ("vpt", {"deep": False, "prompt_length": 3}),
+    ("vpt", {"deep": True, "dropout": 0.1}),
+    ("dvpt", {"dynamic": "specific", "prompt_length": 4}),
+    ("dvpt", {"meta_input": "cls", "depth": 2}),
+    ("dvpt", {"deep": False, "depth": 6, "hidden": 16}),
+    ("lora", {"targets": ["k", "o", "fc1", "fc2"], "rank": 2, "alpha": 4}),
+    ("lora", {"targets": ["q", "k", "v"], "dropout": 0.1}),
+    ("adapter", {"placement": "sequential", "dim": 4, "scale": 1.0}),
+    ("partial", {"k": 2}),
+    ("mlp", {"layers": 3, "hidden": 32}),
+    ("mlp", {"layers": 1}),
+    ("sidetune", {"channels": 4, "convs": 2}),
+]
+CASES = [(name, {}) for name in sorted(METHODS)] + VARIANTS
+
+
+def _case_id(case: tuple[str, dict]) -> str:
+    name, values = case
+    return name + "".join(f"-{k}={v}" for k, v in values.items()).replace(" ", "")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on 2 shared cores: OpenMP's spinning threads make them ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=[TINY, TINY_REG], ids=["tiny", "tiny_reg"])
+def spec_and_backbone(request: pytest.FixtureRequest):
+    fixture = "tiny_backbone" if request.param is TINY else "tiny_reg_backbone"
+    return request.param, request.getfixturevalue(fixture)
+
+
+def _images(backbone: VisionTransformer, n: int = 3, seed: int = 1) -> torch.Tensor:
+    size = backbone.patch_embed.img_size
+    return torch.randn(n, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def _model(backbone: VisionTransformer, case: tuple[str, dict], seed: int = 0) -> PetlModel:
+    return attach(backbone, build_method(*case), seed=seed)
+
+
+def test_every_method_is_covered() -> None:
+    assert {name for name, _ in CASES} == set(METHODS)
+    assert {"linear", "full", "vpt", "dvpt", "adapter", "lora", "bias", "partial"} <= set(METHODS)
+    assert {"mlp", "sidetune"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_only_tunable_parameters_train(case, spec_and_backbone) -> None:
+    _, backbone = spec_and_backbone
+    model = _model(backbone, case)
+    tunable = dict(model.tunable_named_parameters())
+    assert tunable, "every method trains something"
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+
+    model.train()
+    optimizer = torch.optim.SGD(tunable.values(), lr=0.5)
+    for _ in range(2):  # two steps: zero-initialised B or up matrices only move the rest later
+        optimizer.zero_grad()
+        logits = model(_images(backbone))
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                assert param.grad is not None, f"{name} is tunable but got no gradient"
+            else:
+                assert param.grad is None, f"frozen {name} got a gradient"
+        optimizer.step()
+
+    for name, param in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(param, frozen[name]), f"frozen {name} changed"
+    for name, buf in model.named_buffers():
+        assert torch.equal(buf, buffers[name]), f"buffer {name} changed"
+    # The shared backbone the model was copied from is untouched too.
+    assert all(not p.requires_grad for p in backbone.parameters())
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_tunable_count_matches_closed_form(case, spec_and_backbone) -> None:
+    _, backbone = spec_and_backbone
+    method = build_method(*case)
+    model = attach(backbone, method, seed=0)
+    assert model.num_tunable() == method.closed_form_params(model.backbone)
+    head = sum(p.numel() for p in model.backbone.head.parameters())
+    assert model.num_tunable(include_head=False) == model.num_tunable() - head
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_config_round_trips_through_json(case) -> None:
+    name, values = case
+    method = build_method(name, values)
+    text = json.dumps(method.config.to_dict())
+    again = METHODS[name].config_cls.from_dict(json.loads(text))
+    assert again == method.config
+    assert build_method(name, json.loads(text)).config == method.config
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_save_load_reproduces_outputs(case, spec_and_backbone, tmp_path: Path) -> None:
+    spec, backbone = spec_and_backbone
+    model = _model(backbone, case)
+    with torch.no_grad():  # move every tunable weight off its init (zero B, zero up, ...)
+        gen = torch.Generator().manual_seed(5)
+        for _, p in model.tunable_named_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    model.eval()
+    x = _images(backbone)
+    expected = model(x)
+
+    method = build_method(*case)
+    save_tunable(model, method, spec.to_dict(), backbone.num_classes, tmp_path)
+    # No pickle: a safetensors file and a JSON file, nothing else.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["method.json", "tunable.safetensors"]
+
+    loaded = load_tunable(tmp_path, backbone=copy.deepcopy(backbone))
+    loaded.model.eval()
+    assert loaded.method.name == case[0] and loaded.method.config == method.config
+    assert torch.equal(loaded.model(x), expected)
+    assert set(dict(loaded.model.tunable_named_parameters())) == set(
+        dict(model.tunable_named_parameters())
+    )
+
+
+PROBE_EQUIVALENT = [
+    ("adapter", {}),
+    ("adapter", {"placement": "sequential", "dim": 4, "scale": 1.0}),
+    ("lora", {}),
+    ("lora", {"targets": ["q", "k", "v", "o", "fc1", "fc2"], "rank": 2}),
+]
+
+
+@pytest.mark.parametrize("case", PROBE_EQUIVALENT, ids=_case_id)
+def test_starts_as_the_linear_probe(case, spec_and_backbone) -> None:
+    _, backbone = spec_and_backbone
+    x = _images(backbone)
+    probe = _model(backbone, ("linear", {}), seed=3).eval()
+    model = _model(backbone, case, seed=3).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), probe(x))
