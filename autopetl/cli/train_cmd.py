@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -16,6 +17,7 @@ from autopetl.cli._options import (
     parse_set_options,
 )
 from autopetl.methods import METHODS, build_method
+from autopetl.methods.io import save_tunable
 from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
 from autopetl.tasks import get_task
 from autopetl.training import EpochMetrics, TrainConfig
@@ -46,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="save the tunable weights (safetensors) and method.json here after training",
+    )
     parser.add_argument(
         "--smoke-test",
         action="store_true",
@@ -102,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         )
 
     with progress:
-        _, result = train_one(backbone, method, data, config, on_step=on_step, on_epoch=on_epoch)
+        model, result = train_one(
+            backbone, method, data, config, on_step=on_step, on_epoch=on_epoch
+        )
 
     table = Table(title=f"{method.name} on {task.name}", show_header=False)
     rows = [
@@ -122,4 +133,7 @@ def run(args: argparse.Namespace) -> int:
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+    if args.output is not None:
+        save_tunable(model, method, spec.to_dict(), task.num_classes, args.output)
+        console.print(f"saved the tunable weights and method config to {args.output}")
     return 0
