@@ -49,3 +49,76 @@ def tiny_backbone():
 def tiny_reg_backbone():
     torch.manual_seed(0)
     return build_backbone(TINY_REG, num_classes=5)
+
+
+# --- Database fixtures (autopetl.store): SQLite and, when a server is given, PostgreSQL ---------
+# PostgreSQL tests read AUTOPETL_TEST_PG_URL (.ci/services/postgres.sh starts a private server and
+# sets it); without it they skip, unless AUTOPETL_REQUIRE_PG=1 (CI), where they fail.
+PG_URL_ENV = "AUTOPETL_TEST_PG_URL"
+
+
+def _pg_unavailable(reason: str) -> None:
+    if os.environ.get("AUTOPETL_REQUIRE_PG") == "1":
+        pytest.fail(f"AUTOPETL_REQUIRE_PG=1 but {reason}")
+    pytest.skip(f"PostgreSQL tests skipped: {reason} (source .ci/services/postgres.sh to run them)")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite file database for one test."""
+    return f"sqlite:///{tmp_path / 'autopetl.db'}"
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty schema in the test PostgreSQL database (dropped afterwards), as a URL.
+
+    The schema is selected with libpq's ``options=-csearch_path=...``, so autopetl's tables and
+    Optuna's land there and tests never see each other's rows.
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    base = os.environ.get(PG_URL_ENV)
+    if not base:
+        _pg_unavailable(f"{PG_URL_ENV} is not set")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, connect_args={"connect_timeout": 5}, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    except OperationalError as exc:
+        admin.dispose()
+        _pg_unavailable(f"cannot reach the server in {PG_URL_ENV}: {str(exc.orig).splitlines()[0]}")
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database URL, once per backend: one fresh SQLite file, one fresh PostgreSQL schema."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+# --- Ray: one local instance for the whole test session (ray.init costs seconds and ~1 GB) -----
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray with 4 CPUs and 2 fake GPUs, shared by every test that runs trials."""
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(
+        num_cpus=4,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,362 @@
+"""The :class:`Store` facade: idempotent writes and plain-record reads of autopetl's tables.
+
+Every write is one short transaction and an ``INSERT ... ON CONFLICT DO UPDATE`` keyed on the row's
+natural identity (search name; search + trial key; trial + epoch; ...), so an event delivered twice
+(Ray delivers at least once) leaves exactly the rows one delivery would. Arguments left as ``None``
+leave the stored value unchanged, so partial events (a trial starting, then finishing) compose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from autopetl.store._engine import (
+    StoreError,
+    describe_connect_error,
+    make_engine,
+    postgres_engine_kwargs,
+    resolve_url,
+    safe_url,
+    sqlite_engine_kwargs,
+)
+from autopetl.store._migrate import SchemaState, ensure_schema, schema_state
+from autopetl.store._reads import StoreReads, check_choice, find_search_id
+from autopetl.store._types import to_json_safe, utcnow
+from autopetl.store.models import (
+    SEARCH_STATUSES,
+    TERMINAL_TRIAL_STATUSES,
+    TRIAL_STATUSES,
+    ArtifactModel,
+    EpochModel,
+    EvaluationModel,
+    SearchModel,
+    TrialModel,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+# Keys of a trial's cost dict that also get their own columns (the rest stay in the JSON only).
+COST_COLUMNS = ("wall_time_s", "images_per_s", "peak_memory_mb", "flops")
+
+
+def _code_version() -> str:
+    try:
+        return metadata.version("autopetl")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Store(StoreReads):
+    """autopetl's tables in one database (SQLite or PostgreSQL); open it with :func:`open_store`.
+
+    Thread- and process-safe: each call runs in its own short transaction, and SQLite writers take
+    the write lock up front and wait for it (busy timeout) instead of failing.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # -- housekeeping -----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return safe_url(self._engine.url)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_state(self) -> SchemaState:
+        return schema_state(self._engine)
+
+    def optuna_storage(self) -> optuna.storages.RDBStorage:
+        """Optuna's RDBStorage on this same database (its tables sit beside autopetl's)."""
+        import optuna
+
+        url = self._engine.url
+        kwargs = (
+            sqlite_engine_kwargs()
+            if url.get_backend_name() == "sqlite"
+            else postgres_engine_kwargs(url)
+        )
+        return optuna.storages.RDBStorage(
+            url.render_as_string(hide_password=False), engine_kwargs=kwargs
+        )
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            conn.execution_options(autopetl_write=True)  # SQLite: BEGIN IMMEDIATE
+            with conn.begin():
+                yield conn
+
+    @staticmethod
+    def _insert(conn: Connection, model: type) -> Any:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        return dialect.insert(model)
+
+    def _trial_id(self, conn: Connection, search_name: str, trial_key: str) -> int:
+        """The trial's id, creating a placeholder (status running) when an event comes first."""
+        search_id = find_search_id(conn, search_name)
+        stmt = self._insert(conn, TrialModel).values(
+            search_id=search_id, trial_key=trial_key, config={}, cost={}, status="running"
+        )
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=["search_id", "trial_key"]))
+        where = (TrialModel.search_id == search_id) & (TrialModel.trial_key == trial_key)
+        return conn.scalar(select(TrialModel.id).where(where))  # type: ignore[return-value]
+
+    # -- writes -----------------------------------------------------------------------------
+    def upsert_search(
+        self,
+        name: str,
+        task: str,
+        space_name: str,
+        space: Mapping[str, Any],
+        backbone: Mapping[str, Any],
+        budget: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        status: str = "running",
+        *,
+        space_text: str | None = None,
+        weights_source: str | None = None,
+        code_version: str | None = None,
+    ) -> int:
+        """Create or update the search ``name`` and return its id.
+
+        ``space_sha256`` is the SHA-256 of ``space_text`` (the YAML as written) when given, else of
+        the space's canonical JSON; a driver resuming a search can compare it to refuse a changed
+        space. ``weights_source`` defaults to ``backbone["weights"]``.
+        """
+        check_choice(status, SEARCH_STATUSES, "search status")
+        canonical = json.dumps(to_json_safe(dict(space)), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256((space_text or canonical).encode()).hexdigest()
+        now = utcnow()
+        values = {
+            "name": name,
+            "task": task,
+            "space_name": space_name,
+            "space": dict(space),
+            "space_text": space_text,
+            "space_sha256": digest,
+            "backbone": dict(backbone),
+            "weights_source": weights_source or backbone.get("weights"),
+            "budget": budget,
+            "options": dict(options or {}),
+            "status": status,
+            "code_version": code_version or _code_version(),
+            "finished_at": None if status == "running" else now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._write() as conn:
+            stmt = self._insert(conn, SearchModel).values(**values)
+            set_ = {k: stmt.excluded[k] for k in values if k not in ("name", "created_at")}
+            if status != "running":  # a replayed "finished" keeps the first finish time
+                set_["finished_at"] = func.coalesce(SearchModel.finished_at, now)
+            stmt = stmt.on_conflict_do_update(index_elements=["name"], set_=set_)
+            return conn.scalar(stmt.returning(SearchModel.id))  # type: ignore[return-value]
+
+    def set_search_status(self, name: str, status: str) -> None:
+        """Set a search's status (``finished_at`` is set on the first non-running status)."""
+        check_choice(status, SEARCH_STATUSES, "search status")
+        now = utcnow()
+        finished = None if status == "running" else func.coalesce(SearchModel.finished_at, now)
+        with self._write() as conn:
+            find_search_id(conn, name)
+            conn.execute(
+                update(SearchModel)
+                .where(SearchModel.name == name)
+                .values(status=status, updated_at=now, finished_at=finished)
+            )
+
+    def upsert_trial(
+        self,
+        search_name: str,
+        trial_key: str,
+        *,
+        number: int | None = None,
+        method: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        val_acc: float | None = None,
+        last_val_acc: float | None = None,
+        best_epoch: int | None = None,
+        tunable_params: int | None = None,
+        tunable_params_without_head: int | None = None,
+        cost: Mapping[str, Any] | None = None,
+        epochs_done: int | None = None,
+        error: str | None = None,
+        attempts: int | None = None,
+    ) -> int:
+        """Create or update a trial of a search and return its id.
+
+        ``status`` is one of running, completed, pruned, failed (a new trial defaults to running).
+        ``cost`` keys ``wall_time_s``, ``images_per_s``, ``peak_memory_mb`` and ``flops`` are also
+        stored in columns of their own; the whole dict is kept as JSON. ``None`` keeps what is
+        stored; ``finished_at`` is set when the trial first reaches a terminal status.
+        """
+        check_choice(status, TRIAL_STATUSES, "trial status")
+        given: dict[str, Any] = {
+            "number": number,
+            "method": method,
+            "config": None if config is None else dict(config),
+            "status": status,
+            "val_acc": val_acc,
+            "last_val_acc": last_val_acc,
+            "best_epoch": best_epoch,
+            "tunable_params": tunable_params,
+            "tunable_params_without_head": tunable_params_without_head,
+            "cost": None if cost is None else dict(cost),
+            "epochs_done": epochs_done,
+            "error": error,
+            "attempts": attempts,
+        }
+        if cost is not None:
+            given.update({k: cost[k] for k in COST_COLUMNS if cost.get(k) is not None})
+        given = {k: v for k, v in given.items() if v is not None}
+        now = utcnow()
+        terminal = status in TERMINAL_TRIAL_STATUSES
+        with self._write() as conn:
+            search_id = find_search_id(conn, search_name)
+            values = {"config": {}, "cost": {}, "status": "running", **given}
+            values |= {"search_id": search_id, "trial_key": trial_key, "updated_at": now}
+            values["finished_at"] = now if terminal else None
+            stmt = self._insert(conn, TrialModel).values(created_at=now, **values)
+            set_: dict[str, Any] = {k: stmt.excluded[k] for k in (*given, "updated_at")}
+            if status is not None:
+                set_["finished_at"] = (
+                    func.coalesce(TrialModel.finished_at, now) if terminal else None
+                )
+            stmt = stmt.on_conflict_do_update(index_elements=["search_id", "trial_key"], set_=set_)
+            return conn.scalar(stmt.returning(TrialModel.id))  # type: ignore[return-value]
+
+    def upsert_epoch(
+        self,
+        search_name: str,
+        trial_key: str,
+        epoch: int,
+        train_loss: float | None = None,
+        val_acc: float | None = None,
+        lr: float | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """Record one epoch's metrics (1-based ``epoch``); raises the trial's ``epochs_done``."""
+        values = {"train_loss": train_loss, "val_acc": val_acc, "lr": lr, "seconds": seconds}
+        now = utcnow()
+        with self._write() as conn:
+            trial_id = self._trial_id(conn, search_name, trial_key)
+            stmt = self._insert(conn, EpochModel).values(
+                trial_id=trial_id, epoch=epoch, created_at=now, updated_at=now, **values
+            )
+            set_ = {k: stmt.excluded[k] for k in (*values, "updated_at")}
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["trial_id", "epoch"], set_=set_)
+            )
+            conn.execute(
+                update(TrialModel)
+                .where((TrialModel.id == trial_id) & (TrialModel.epochs_done < epoch))
+                .values(epochs_done=epoch, updated_at=now)
+            )
+
+    def upsert_evaluation(
+        self,
+        search_name: str,
+        trial_key: str,
+        *,
+        seed: int,
+        split: str,
+        test_acc: float | None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a trial config's accuracy on ``split`` (e.g. ``test``) with one ``seed``."""
+        now = utcnow()
+        with self._write() as conn:
+            trial_id = self._trial_id(conn, search_name, trial_key)
+            stmt = self._insert(conn, EvaluationModel).values(
+                trial_id=trial_id,
+                seed=seed,
+                split=split,
+                test_acc=test_acc,
+                metrics=dict(metrics or {}),
+                created_at=now,
+                updated_at=now,
+            )
+            set_ = {k: stmt.excluded[k] for k in ("test_acc", "metrics", "updated_at")}
+            keys = ["trial_id", "seed", "split"]
+            conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=set_))
+
+    def upsert_artifact(
+        self,
+        search_name: str,
+        trial_key: str,
+        kind: str,
+        path: str,
+        sha256: str | None = None,
+        size_bytes: int | None = None,
+    ) -> None:
+        """Record the file of ``kind`` (e.g. ``weights``) a trial wrote; one row per kind."""
+        now = utcnow()
+        values = {"path": str(path), "sha256": sha256, "size_bytes": size_bytes}
+        with self._write() as conn:
+            trial_id = self._trial_id(conn, search_name, trial_key)
+            stmt = self._insert(conn, ArtifactModel).values(
+                trial_id=trial_id, kind=kind, created_at=now, updated_at=now, **values
+            )
+            set_ = {k: stmt.excluded[k] for k in (*values, "updated_at")}
+            conn.execute(stmt.on_conflict_do_update(index_elements=["trial_id", "kind"], set_=set_))
+
+
+def open_store(url: str | None = None, *, upgrade: bool = True) -> Store:
+    """Open (and create or upgrade, unless ``upgrade=False``) the database at ``url``.
+
+    ``url`` defaults to ``AUTOPETL_DB``, then the default SQLite file (see
+    :func:`autopetl.store.default_db_path`).
+
+    Raises:
+        StoreError: A bad URL, an unreachable server, or a database from a newer autopetl.
+    """
+    resolved = resolve_url(url)
+    engine = make_engine(resolved)
+    try:
+        if upgrade:
+            ensure_schema(engine)
+        else:
+            schema_state(engine)
+    except StoreError:
+        engine.dispose()
+        raise
+    except DBAPIError as exc:
+        engine.dispose()
+        raise describe_connect_error(resolved, exc) from exc
+    return Store(engine)
+
+
+def optuna_storage(url: str | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage on autopetl's database (created or upgraded first, errors checked)."""
+    store = open_store(url)
+    try:
+        return store.optuna_storage()
+    finally:
+        store.close()
