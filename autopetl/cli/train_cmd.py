@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -16,6 +17,7 @@ from autopetl.cli._options import (
     backbone_spec,
     parse_set_options,
 )
+from autopetl.cli.store_cmd import TrainRecorder, add_db_option
 from autopetl.methods import METHODS, build_method
 from autopetl.methods.io import save_tunable
 from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
@@ -62,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_backbone_options(parser)
     add_data_options(parser)
+    add_db_option(parser)
+    parser.add_argument(
+        "--name", default=None, help="name of the recorded run (default train-TASK-METHOD-TIME)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -81,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         device=args.device,
     )
+    # Open the database first: a bad --db fails before any data is loaded.
+    recorder = TrainRecorder.open(args.db, args.name, task=task.name, method=method.name)
     with err_console.status(f"preparing {task.name} at {spec.img_size}px"):
         data = load_task_data(
             task,
@@ -109,11 +117,19 @@ def run(args: argparse.Namespace) -> int:
         progress.update(
             bar, status=f"epoch {m.epoch}/{epochs} loss {m.train_loss:.3f} val {m.val_acc:.1%}"
         )
+        recorder.epoch(m)
 
-    with progress:
+    recorder.begin(
+        method_config=method.config.to_dict(),
+        backbone=spec.to_dict(),
+        train_config=dataclasses.asdict(config),
+        options={"smoke_test": args.smoke_test, "data_root": str(args.data_root or "")},
+    )
+    with progress, recorder.recording():
         model, result = train_one(
             backbone, method, data, config, on_step=on_step, on_epoch=on_epoch
         )
+        recorder.completed(result)
 
     table = Table(title=f"{method.name} on {task.name}", show_header=False)
     rows = [

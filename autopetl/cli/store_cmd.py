@@ -1,0 +1,356 @@
+"""``autopetl searches | trials | export | db``: read the store; and how ``autopetl train`` writes it.
+
+Imports of the store (SQLAlchemy, Alembic) are deferred into the commands so ``autopetl --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from autopetl.cli._console import console, err_console
+
+if TYPE_CHECKING:
+    from autopetl.store import Store, TrialRecord
+    from autopetl.training import EpochMetrics, TrainResult
+
+log = logging.getLogger(__name__)
+
+DB_HELP = (
+    "database URL, e.g. sqlite:///runs.db or postgresql+psycopg://user:pass@host/db "
+    "(default: $AUTOPETL_DB, else autopetl.db in $AUTOPETL_HOME or ~/.local/share/autopetl)"
+)
+# Columns of `autopetl export --format csv`; config and cost are JSON strings in their cells.
+CSV_COLUMNS = (
+    "search_name",
+    "trial_key",
+    "number",
+    "method",
+    "status",
+    "val_acc",
+    "last_val_acc",
+    "best_epoch",
+    "tunable_params",
+    "tunable_params_without_head",
+    "epochs_done",
+    "wall_time_s",
+    "images_per_s",
+    "peak_memory_mb",
+    "flops",
+    "attempts",
+    "error",
+    "config",
+    "cost",
+    "created_at",
+    "finished_at",
+)
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL", default=None, help=DB_HELP)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("searches", help="list the searches recorded in the database")
+    add_db_option(parser)
+    parser.set_defaults(func=run_searches)
+
+    parser = sub.add_parser("trials", help="list the trials of a search")
+    parser.add_argument("--search", required=True, metavar="NAME")
+    parser.add_argument(
+        "--pareto",
+        action="store_true",
+        help="only the Pareto front (val accuracy max, tunable parameters min)",
+    )
+    parser.add_argument("--status", choices=["running", "completed", "pruned", "failed"])
+    add_db_option(parser)
+    parser.set_defaults(func=run_trials)
+
+    parser = sub.add_parser("export", help="write the trials of a search as CSV or JSON")
+    parser.add_argument("--search", required=True, metavar="NAME")
+    parser.add_argument("--format", choices=["csv", "json"], default="json")
+    parser.add_argument("--output", type=Path, default=None, help="file to write (default stdout)")
+    add_db_option(parser)
+    parser.set_defaults(func=run_export)
+
+    parser = sub.add_parser(
+        "db", help="show the database schema revision, or upgrade it (also done on first use)"
+    )
+    parser.add_argument("action", choices=["current", "upgrade"])
+    add_db_option(parser)
+    parser.set_defaults(func=run_db)
+
+
+# -- formatting ------------------------------------------------------------------------------
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if math.isfinite(value) else str(value)
+
+
+def _int(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}s"
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone().strftime("%m-%d %H:%M")
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> str:
+    """``{"a": {"b": 1}, "c": 2}`` as ``a.b=1 c=2``: short, and it wraps at spaces."""
+    parts = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            if value:
+                parts.append(_flat(value, f"{prefix}{key}."))
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return " ".join(parts)
+
+
+# -- commands --------------------------------------------------------------------------------
+def run_searches(args: argparse.Namespace) -> int:
+    from autopetl.store import open_store
+
+    with open_store(args.db) as store:
+        searches = store.list_searches()
+        url = store.url
+    if not searches:
+        err_console.print(f"no searches in {url} yet")
+        return 0
+    table = Table(title=f"searches in {url}")
+    table.add_column("name", overflow="fold", min_width=12)
+    table.add_column("task", overflow="fold", min_width=8)
+    for column in ("status", "trials", "best val", "created"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "trials" else "left")
+    for s in searches:
+        counts = s.trial_counts
+        table.add_row(
+            s.name,
+            f"{s.task} ({s.space_name})",
+            s.status,
+            f"{counts.get('completed', 0)}/{sum(counts.values())}",
+            _pct(s.best_val_acc),
+            _when(s.created_at),
+        )
+    console.print(table)
+    return 0
+
+
+def run_trials(args: argparse.Namespace) -> int:
+    from autopetl.store import open_store
+
+    with open_store(args.db) as store:
+        if args.pareto:
+            trials = store.pareto_front(args.search)
+            title = f"Pareto front of {args.search} (completed trials)"
+        else:
+            trials = store.trials(args.search, status=args.status)
+            title = f"trials of {args.search}"
+    if args.pareto and args.status not in (None, "completed"):
+        trials = []
+    if not trials:
+        err_console.print(f"{title}: none")
+        return 0
+    table = Table(title=title)
+    table.add_column("trial", overflow="fold", min_width=5)
+    for column in ("method", "status", "val acc", "params", "epochs", "time"):
+        table.add_column(column, no_wrap=column != "status", overflow="fold")
+    table.add_column("config", overflow="fold", min_width=12)
+    for t in trials:
+        table.add_row(
+            t.trial_key,
+            t.method or "-",
+            t.status + (f" ({t.error})" if t.error and t.status == "failed" else ""),
+            _pct(t.val_acc),
+            _int(t.tunable_params),
+            str(t.epochs_done),
+            _seconds(t.wall_time_s),
+            _flat(t.config),
+        )
+    console.print(table)
+    return 0
+
+
+def trial_export_dict(trial: TrialRecord) -> dict[str, Any]:
+    """A trial as exported: plain JSON values (non-finite floats as "NaN"/"Infinity" strings)."""
+    from autopetl.store._types import to_json_safe
+
+    data = trial.to_dict()
+    data.pop("id")
+    data.pop("updated_at")
+    return to_json_safe(data)
+
+
+def export_text(trials: list[TrialRecord], fmt: str) -> str:
+    rows = [trial_export_dict(t) for t in trials]
+    if fmt == "json":
+        return json.dumps(rows, indent=2, allow_nan=False) + "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        cells = {k: row.get(k) for k in CSV_COLUMNS}
+        cells["config"] = json.dumps(row["config"], sort_keys=True)
+        cells["cost"] = json.dumps(row["cost"], sort_keys=True)
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from autopetl.errors import ConfigError
+    from autopetl.store import open_store
+
+    with open_store(args.db) as store:
+        trials = store.trials(args.search)
+    text = export_text(trials, args.format)
+    if args.output is None:
+        console.file.write(text)
+        return 0
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from exc
+    err_console.print(f"wrote {len(trials)} trials of {args.search} to {args.output}")
+    return 0
+
+
+def run_db(args: argparse.Namespace) -> int:
+    from autopetl.store import open_store
+
+    with open_store(args.db, upgrade=args.action == "upgrade") as store:
+        state = store.schema_state()
+        url = store.url
+    current = state.current or "none (no autopetl tables yet)"
+    console.print(f"database: {url}")
+    console.print(f"revision: {current}")
+    console.print(f"head:     {state.head}")
+    if state.up_to_date:
+        console.print("up to date")
+    else:
+        console.print("behind: upgraded on next use, or now with `autopetl db upgrade`")
+    return 0
+
+
+# -- autopetl train ------------------------------------------------------------------------
+def default_run_name(task: str, method: str) -> str:
+    """``train-<task>-<method>-<local time>-<4 hex>``: unique even for runs in the same second."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"train-{task.replace('/', '-')}-{method}-{stamp}-{uuid.uuid4().hex[:4]}"
+
+
+class TrainRecorder:
+    """Records one ``autopetl train`` run as a one-trial search (trial key ``"0"``).
+
+    Life cycle: :meth:`open` before any work (a bad ``--db`` fails at once), :meth:`begin` just
+    before training, :meth:`epoch` per epoch, and the training inside :meth:`recording`, which
+    records a failure (then re-raises it) and closes the store; :meth:`completed` at the end.
+    """
+
+    TRIAL_KEY = "0"
+
+    def __init__(self, store: Store, name: str, task: str, method: str) -> None:
+        self.store = store
+        self.name = name
+        self.task = task
+        self.method = method
+
+    @classmethod
+    def open(cls, db: str | None, name: str | None, *, task: str, method: str) -> TrainRecorder:
+        from autopetl.store import StoreError, open_store
+
+        store = open_store(db)
+        name = name or default_run_name(task, method)
+        if store.get_search(name) is not None:
+            store.close()
+            raise StoreError(f"a search named {name!r} already exists; pick another --name")
+        return cls(store, name, task, method)
+
+    def begin(
+        self,
+        *,
+        method_config: dict[str, Any],
+        backbone: dict[str, Any],
+        train_config: dict[str, Any],
+        options: dict[str, Any],
+    ) -> None:
+        self.store.upsert_search(
+            self.name,
+            self.task,
+            "train",
+            {},
+            backbone,
+            budget=1,
+            options={"command": "train", **options},
+        )
+        config = {"method": self.method, "method_config": method_config, "train": train_config}
+        self.store.upsert_trial(
+            self.name, self.TRIAL_KEY, number=0, method=self.method, config=config, status="running"
+        )
+
+    def epoch(self, m: EpochMetrics) -> None:
+        self.store.upsert_epoch(
+            self.name, self.TRIAL_KEY, m.epoch, m.train_loss, m.val_acc, m.lr, m.seconds
+        )
+
+    def completed(self, result: TrainResult) -> None:
+        cost = {
+            "wall_time_s": result.wall_time_s,
+            "images_per_s": result.images_per_s,
+            "peak_memory_mb": result.peak_memory_mb,
+            "device": result.device,
+            "precision": result.precision,
+        }
+        self.store.upsert_trial(
+            self.name,
+            self.TRIAL_KEY,
+            status="completed",
+            val_acc=result.best_val_acc,
+            last_val_acc=result.last_val_acc,
+            best_epoch=result.best_epoch,
+            tunable_params=result.tunable_params,
+            tunable_params_without_head=result.tunable_params_without_head,
+            cost=cost,
+            epochs_done=len(result.epochs),
+        )
+        self.store.set_search_status(self.name, "completed")
+        err_console.print(f"recorded as search {self.name} in {self.store.url}")
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the trial as failed; never raises (the training error is what matters)."""
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        try:
+            error = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+            self.store.upsert_trial(self.name, self.TRIAL_KEY, status="failed", error=error)
+            self.store.set_search_status(self.name, "interrupted" if interrupted else "failed")
+        except Exception:
+            log.exception("could not record the failed run %s", self.name)
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record a failure of the block (then re-raise it); close the store either way."""
+        try:
+            yield
+        except BaseException as exc:
+            self.failed(exc)
+            raise
+        finally:
+            self.store.close()

@@ -1,0 +1,145 @@
+"""``autopetl train`` records its run; ``searches``, ``trials``, ``export`` and ``db`` read it back;
+database mistakes are one clear line each."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from autopetl.cli import main
+from autopetl.store import default_db_path, open_store
+from autopetl.store._migrate import VERSION_TABLE
+
+SMOKE = ["train", "--task", "vtab/dsprites_loc", "--method", "linear", "--smoke-test"]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("autopetl: error: ")
+    return err
+
+
+def test_train_is_recorded_then_listed_and_exported(tmp_path: Path, capsys) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert main([*SMOKE, "--db", db, "--name", "smoke-run"]) == 0
+    assert "recorded as search smoke-run" in capsys.readouterr().err
+
+    with open_store(db) as store:
+        search = store.get_search("smoke-run")
+        [trial] = store.trials("smoke-run")
+        epochs = store.epochs("smoke-run", trial.trial_key)
+    assert search is not None and search.status == "completed" and search.budget == 1
+    assert search.task == "vtab/dsprites_loc" and search.weights_source == "none"
+    assert (trial.method, trial.status, trial.epochs_done) == ("linear", "completed", 2)
+    assert trial.config["train"]["epochs"] == 2 and trial.tunable_params == 1040
+    assert trial.wall_time_s is not None and trial.cost["device"] == "cpu"
+    assert [e.epoch for e in epochs] == [1, 2]
+
+    assert main(["searches", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "smoke-run" in out and "completed" in out
+    assert main(["trials", "--search", "smoke-run", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "linear" in out and "completed" in out and "1,040" in out
+    assert main(["trials", "--search", "smoke-run", "--pareto", "--db", db]) == 0
+    assert "Pareto front" in capsys.readouterr().out
+
+    output = tmp_path / "out" / "trials.json"
+    assert (
+        main(
+            [
+                "export",
+                "--search",
+                "smoke-run",
+                "--format",
+                "json",
+                "--output",
+                str(output),
+                "--db",
+                db,
+            ]
+        )
+        == 0
+    )
+    [row] = json.loads(output.read_text())
+    assert row["config"]["method"] == "linear" and row["status"] == "completed"
+    assert row["val_acc"] == trial.val_acc and row["tunable_params"] == 1040
+
+    capsys.readouterr()
+    assert main(["export", "--search", "smoke-run", "--format", "csv", "--db", db]) == 0
+    [row] = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert row["trial_key"] == "0" and row["status"] == "completed"
+    assert row["tunable_params"] == "1040" and json.loads(row["config"])["method"] == "linear"
+
+
+def test_a_failed_run_is_recorded_then_reraised(tmp_path: Path, monkeypatch) -> None:
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("autopetl.cli.train_cmd.train_one", boom)
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    with pytest.raises(RuntimeError, match="boom"):
+        main([*SMOKE, "--db", db, "--name", "broken"])
+    with open_store(db) as store:
+        [trial] = store.trials("broken")
+        assert store.get_search("broken").status == "failed"  # type: ignore[union-attr]
+    assert (trial.status, trial.error) == ("failed", "RuntimeError: boom")
+    assert trial.finished_at is not None
+
+
+def test_default_database_and_name(capsys, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AUTOPETL_HOME", str(tmp_path / "home"))  # this test's own default DB
+    assert main([*SMOKE, "--epochs", "1"]) == 0
+    assert default_db_path() == tmp_path / "home" / "autopetl.db"
+    assert default_db_path().exists()
+    with open_store() as store:
+        [search] = store.list_searches()
+    assert search.name.startswith("train-vtab-dsprites_loc-linear-")
+    monkeypatch.delenv("AUTOPETL_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_db_path() == tmp_path / "xdg" / "autopetl" / "autopetl.db"
+
+
+def test_db_current_and_upgrade(tmp_path: Path, capsys) -> None:
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["db", "current", "--db", db]) == 0
+    assert "none (no autopetl tables yet)" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "revision: 0002" in out and "up to date" in out
+
+
+def test_a_bad_url_is_one_clear_line(capsys) -> None:
+    assert main(["searches", "--db", "notadb://somewhere"]) == 2
+    assert "unsupported database 'notadb'" in _one_error_line(capsys)
+    assert main([*SMOKE, "--db", "mysql://me:hunter2@localhost/db"]) == 2  # before any training
+    err = _one_error_line(capsys)
+    assert "hunter2" not in err and "***" in err
+
+
+def test_an_unreachable_server_is_one_clear_line_without_the_password(capsys) -> None:
+    # Port 1 on localhost: nothing listens, so the connection is refused at once.
+    url = "postgresql+psycopg://alice:s3cr3t@127.0.0.1:1/autopetl"
+    assert main(["trials", "--search", "x", "--db", url]) == 2
+    err = _one_error_line(capsys)
+    assert "cannot open database" in err and "alice:***@127.0.0.1:1" in err
+    assert "s3cr3t" not in err
+
+
+def test_a_database_from_a_newer_autopetl_is_one_clear_line(tmp_path: Path, capsys) -> None:
+    db = f"sqlite:///{tmp_path / 'new.db'}"
+    with open_store(db) as store, store.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'f00d'"))
+    assert main(["searches", "--db", db]) == 2
+    assert "newer than this autopetl" in _one_error_line(capsys)
+
+
+def test_an_unknown_search_is_one_clear_line(tmp_path: Path, capsys) -> None:
+    assert main(["trials", "--search", "nope", "--db", f"sqlite:///{tmp_path / 'e.db'}"]) == 2
+    assert "no search named 'nope'" in _one_error_line(capsys)
