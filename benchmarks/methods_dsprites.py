@@ -68,6 +68,7 @@ def parse_args() -> argparse.Namespace:
     # On a CPU shared with other jobs, 1 thread can be ~5x faster than 2 spinning OpenMP threads.
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--only", default="", help="comma-separated labels or method names")
+    parser.add_argument("--seed", type=int, default=0, help="seeds init, shuffling and dropout")
     parser.add_argument("--with-cls", action="store_true", help="also DVPT with the cls input")
     parser.add_argument("--quick", action="store_true", help="1 epoch on 200 images")
     parser.add_argument("--out", type=Path, default=RESULTS / "methods_dsprites.json")
@@ -78,7 +79,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"vtab/dsprites_loc, train {report['train_images']} -> val200, {report['backbone']} at "
         f"{report['img_size']} px, {report['epochs']} epochs, batch {report['batch_size']}, "
-        f"{report['precision']}, seed 0; {report['machine']}; {report['when']}.",
+        f"{report['precision']}, seed {report['seed']}; {report['machine']}; {report['when']}.",
         "",
         f"Command: `{report['command']}`",
         "",
@@ -123,8 +124,9 @@ def main() -> int:
             batch_size=args.batch_size,
             precision=args.precision,
             warmup_epochs=1 if epochs > 1 else 0,
+            seed=args.seed,
         )
-        model = attach(backbone, build_method(method, values), seed=0)
+        model = attach(backbone, build_method(method, values), seed=args.seed)
         result = train(model, data.train, data.eval, config, mean=mean, std=std)
         row = {
             "config": label,
@@ -152,6 +154,7 @@ def main() -> int:
         "epochs": epochs,
         "batch_size": args.batch_size,
         "precision": args.precision,
+        "seed": args.seed,
         "train_images": len(data.train),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
         "when": time.strftime("%Y-%m-%d %H:%M"),
