@@ -1,0 +1,251 @@
+"""``autopetl search``: a multi-objective search over PETL configurations, watched live."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from autopetl.cli._console import console, err_console
+from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
+from autopetl.errors import ConfigError
+from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data
+from autopetl.search.cluster import connect
+from autopetl.search.recorder import TrialEvent
+from autopetl.search.runner import SearchOutcome, SearchPlan, run_search
+from autopetl.search.space import SAMPLERS, load_space, with_epochs
+from autopetl.store import non_dominated, open_store, safe_url
+from autopetl.tasks import resolve_tasks
+
+SMOKE_EPOCHS = 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search PETL configurations on a task (Ray Tune + Optuna)")
+    p.add_argument(
+        "--task",
+        required=True,
+        help="a task, a comma-separated list, or a group such as vtab/structured",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=64,
+        help="trials to finish per task (completed or stopped early by ASHA); failed trials do not count",
+    )
+    p.add_argument(
+        "--space",
+        default="default",
+        help="a file in search_spaces/ (default) or a path to a YAML space",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the space's epochs")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the space's (tpe)")
+    p.add_argument("--scheduler", choices=["asha", "none"], default="asha")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25"
+    )
+    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument(
+        "--max-failed",
+        type=int,
+        default=None,
+        help="give up after this many failed trials (default: the budget)",
+    )
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument(
+        "--db", default=None, help="database URL (default: $AUTOPETL_DB, else a SQLite file)"
+    )
+    p.add_argument("--name", default=None, help="search name; an existing name is resumed")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the search --name (the same as giving an existing name)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join a Ray cluster: auto or HOST:PORT (default: a local Ray)",
+    )
+    p.add_argument("--storage", type=Path, default=None, help="where Ray keeps trial directories")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="tiny random ViT at 32 px, 2 epochs, a small subset",
+    )
+    add_backbone_options(p)
+    add_data_options(p)
+    p.set_defaults(func=run)
+
+
+@dataclass
+class LiveView:
+    """The table a person watches: counts, best accuracy, Pareto size, the latest trials."""
+
+    name: str
+    budget: int
+    started: float = field(default_factory=time.perf_counter)
+    running: set[str] = field(default_factory=set)
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"completed": 0, "pruned": 0, "failed": 0}
+    )
+    points: list[tuple[float, float]] = field(default_factory=list)
+    recent: list[TrialEvent] = field(default_factory=list)
+
+    def on_event(self, event: TrialEvent) -> None:
+        if event.kind == "started":
+            self.running.add(event.key)
+        elif event.kind in self.counts:
+            self.running.discard(event.key)
+            self.counts[event.kind] += 1
+            if (
+                event.kind == "completed"
+                and event.val_acc is not None
+                and event.tunable_params is not None
+            ):
+                self.points.append((event.val_acc, float(event.tunable_params)))
+            self.recent = [event, *self.recent][:6]
+
+    def render(self) -> Group:
+        done = self.counts["completed"] + self.counts["pruned"]
+        best = max((a for a, _ in self.points), default=None)
+        front = non_dominated(self.points, self.points)
+        summary = Table.grid(padding=(0, 2))
+        summary.add_row(
+            f"[bold]{self.name}[/]",
+            f"finished {done}/{self.budget}",
+            f"running {len(self.running)}",
+            f"pruned {self.counts['pruned']}",
+            f"failed {self.counts['failed']}",
+            f"best val {best:.1%}" if best is not None else "best val -",
+            f"Pareto {len(front)}",
+            f"{time.perf_counter() - self.started:.0f} s",
+        )
+        recent = Table("trial", "method", "status", "val acc", "params", box=None)
+        for e in self.recent:
+            recent.add_row(
+                e.key,
+                e.method,
+                e.kind,
+                f"{e.val_acc:.1%}" if e.val_acc is not None else "-",
+                f"{e.tunable_params:,}" if e.tunable_params else "-",
+            )
+        return Group(summary, recent)
+
+
+def _pareto_table(outcome: SearchOutcome) -> Table:
+    table = Table(
+        title=f"Pareto front of {outcome.name} (val accuracy max, tunable parameters min)"
+    )
+    for column in ("trial", "method", "val acc", "tunable params", "config"):
+        table.add_column(column)
+    for t in outcome.pareto:
+        config = {k: v for k, v in t.config.items() if k not in ("method",)}
+        table.add_row(
+            t.trial_key,
+            t.method or "-",
+            f"{t.val_acc:.2%}",
+            f"{t.tunable_params:,}",
+            ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()),
+        )
+    return table
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = resolve_tasks(args.task)
+    space = load_space(args.space)
+    epochs = args.epochs if args.epochs is not None else (SMOKE_EPOCHS if args.smoke_test else None)
+    if epochs is not None:
+        if epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+        space = with_epochs(space, epochs)
+    if args.budget < 1:
+        raise ConfigError(f"--budget must be at least 1 trial, got {args.budget}")
+    if args.resume and not args.name:
+        raise ConfigError(
+            "--resume needs --name NAME of the search to continue (`autopetl searches` lists them)"
+        )
+    spec = backbone_spec(args)
+    store = open_store(args.db)
+    if args.resume and len(tasks) == 1 and store.get_search(args.name) is None:
+        raise ConfigError(
+            f"no search named {args.name!r} to resume; `autopetl searches` lists them"
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    plans = []
+    # Load every task's data before anything is written: a missing dataset fails here, cleanly.
+    for task in tasks:
+        base = args.name or f"{task.folder}-{space.name}-{stamp}"
+        name = base if len(tasks) == 1 else f"{base}-{task.folder}"
+        with err_console.status(f"preparing {task.name} at {spec.img_size}px"):
+            data = load_task_data(
+                task,
+                spec.img_size,
+                data_root=args.data_root,
+                train_limit=SMOKE_TRAIN_IMAGES // 2 if args.smoke_test else None,
+            )
+        plans.append(
+            SearchPlan(
+                name=name,
+                data=data,
+                space=space,
+                budget=args.budget,
+                backbone=spec,
+                sampler=args.sampler or space.sampler,
+                scheduler=args.scheduler,
+                cpus_per_trial=args.cpus_per_trial,
+                gpus_per_trial=args.gpus_per_trial,
+                max_concurrent=args.max_concurrent,
+                seed=args.seed,
+                storage_path=args.storage or store_dir(args) / "ray_results",
+                max_failed=args.max_failed,
+                precision=args.precision,
+                options={"smoke_test": args.smoke_test, "space_file": str(args.space)},
+            )
+        )
+    with err_console.status("starting Ray"):
+        connect(args.address, database_url=store.url)
+    for plan in plans:
+        view = LiveView(plan.name, plan.budget)
+        with Live(
+            view.render(), console=err_console, refresh_per_second=4, transient=False
+        ) as live:
+
+            def on_event(event: TrialEvent, view: LiveView = view, live: Live = live) -> None:
+                view.on_event(event)
+                live.update(view.render())
+
+            outcome = run_search(plan, store, on_event)
+        _summary(outcome, plan, args)
+    return 0
+
+
+def store_dir(args: argparse.Namespace) -> Path:
+    from autopetl.store import default_db_path
+
+    return default_db_path().parent
+
+
+def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace) -> None:
+    c = outcome.counts
+    console.print(_pareto_table(outcome))
+    console.print(
+        f"search [bold]{outcome.name}[/] {outcome.status}: {c['completed']} completed, {c['pruned']} stopped early by ASHA, "
+        f"{c['failed']} failed, in {outcome.wall_time_s:.0f} s ({outcome.runs} Tuner run(s))"
+    )
+    db = f" --db '{safe_url(args.db)}'" if args.db else ""
+    console.print("next:")
+    console.print(f"  autopetl trials --search {outcome.name} --pareto{db}")
+    console.print(f"  autopetl dashboard{db}")
+    console.print(f"  autopetl evaluate --search {outcome.name} --pareto --seeds 3{db}")
+    console.print(f"  autopetl serve --search {outcome.name}{db}")

@@ -1,0 +1,176 @@
+"""The one writer of autopetl's tables during a search: a Ray Tune callback in the driver.
+
+Ray delivers events at least once, so every write is an idempotent upsert keyed on the trial's
+identity, its Optuna trial number (stable across Tuner restarts, unlike Ray's trial ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from autopetl.search.searcher import finished_training
+from autopetl.search.space import split_config
+from autopetl.store import Store
+
+log = logging.getLogger(__name__)
+
+COST_KEYS = ("wall_time_s", "images_per_s", "peak_memory_mb", "device", "precision")
+
+
+def trial_key(config: dict[str, Any]) -> str:
+    return str(config["trial_number"])
+
+
+@dataclass
+class TrialEvent:
+    """What a watcher (the CLI's live view) is told after each recorded event."""
+
+    kind: str  # started, epoch, completed, pruned, failed
+    key: str
+    method: str
+    config: dict[str, Any]
+    val_acc: float | None = None
+    tunable_params: int | None = None
+    epoch: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class StoreRecorder(Callback):
+    """Record every trial's config, status, epochs and cost; tell ``on_event`` as it happens."""
+
+    store: Store
+    search_name: str
+    on_event: Callable[[TrialEvent], None] | None = None
+    _attempts: dict[str, int] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles its callbacks into the experiment state; the database connection and the
+        # watcher stay with the driver (resume starts a new Tuner, see runner.py).
+        return {**self.__dict__, "store": None, "on_event": None}
+
+    def _emit(self, event: TrialEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        key = trial_key(trial.config)
+        method, _, _ = split_config(trial.config)
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        self.store.upsert_trial(
+            self.search_name,
+            key,
+            number=int(trial.config["trial_number"]),
+            method=method,
+            config=_config_only(trial.config),
+            status="running",
+            attempts=self._attempts[key],
+        )
+        self._emit(TrialEvent("started", key, method, trial.config))
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+    ) -> None:
+        key = trial_key(trial.config)
+        self.store.upsert_epoch(
+            self.search_name,
+            key,
+            int(result["epoch"]),
+            train_loss=result.get("train_loss"),
+            val_acc=result.get("val_acc"),
+            lr=result.get("lr"),
+            seconds=result.get("epoch_seconds"),
+        )
+        self.store.upsert_trial(
+            self.search_name,
+            key,
+            val_acc=result.get("val_acc"),
+            last_val_acc=result.get("val_acc"),
+            tunable_params=result.get("tunable_params"),
+            tunable_params_without_head=result.get("tunable_params_without_head"),
+        )
+        method, _, _ = split_config(trial.config)
+        self._emit(
+            TrialEvent(
+                "epoch",
+                key,
+                method,
+                trial.config,
+                result.get("val_acc"),
+                result.get("tunable_params"),
+                int(result["epoch"]),
+            )
+        )
+
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        result = trial.last_result or {}
+        status = "completed" if finished_training(result) else "pruned"
+        self._finish(trial, status, result, error=None)
+
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        self._finish(trial, "failed", trial.last_result or {}, error=_error_text(trial))
+
+    def _finish(self, trial: Trial, status: str, result: dict, error: str | None) -> None:
+        key = trial_key(trial.config)
+        method, _, _ = split_config(trial.config)
+        cost = {k: result[k] for k in COST_KEYS if k in result}
+        val_acc = result.get("val_acc")
+        self.store.upsert_trial(
+            self.search_name,
+            key,
+            status=status,
+            val_acc=val_acc,
+            last_val_acc=val_acc,
+            best_epoch=result.get("best_epoch"),
+            tunable_params=result.get("tunable_params"),
+            tunable_params_without_head=result.get("tunable_params_without_head"),
+            cost=cost or None,
+            error=error,
+        )
+        self._emit(
+            TrialEvent(
+                status,
+                key,
+                method,
+                trial.config,
+                val_acc,
+                result.get("tunable_params"),
+                result.get("epoch"),
+                error,
+            )
+        )
+
+
+def _config_only(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's configuration without bookkeeping keys."""
+    return {
+        k: v
+        for k, v in config.items()
+        if k != "trial_number" and not (isinstance(v, float) and math.isnan(v))
+    }
+
+
+def _error_text(trial: Trial) -> str:
+    """The last lines of the trial's traceback: the exception and where it came from."""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # the error file may be on storage that is gone
+        text = ""
+    text = str(text).strip()
+    if not text:
+        return "the trial failed without an error message (its worker may have died)"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-12:])[-4000:]

@@ -1,0 +1,308 @@
+"""Run one search: Ray Tune schedules trials, Optuna samples them, the store records them.
+
+Budget: ``budget`` counts trials that *finished*: trained to their last epoch (completed) or
+stopped early by ASHA (pruned). Failed trials (an exception, a NaN loss, a dead worker) are recorded
+with their error but do not count; the search starts replacements until the budget is met or
+``max_failed`` trials have failed, whichever comes first.
+
+Resume: a search is continued by running it again under the same name. Trials left ``running``
+by a driver that died are marked failed, Optuna's stale RUNNING trials are marked FAIL, and a
+new Tuner runs on the same study (its sampler warm-starts from every finished trial); see
+shared/ARCHITECTURE.md for why ``Tuner.restore`` is not used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autopetl.backbones import BackboneSpec
+from autopetl.errors import AutopetlError, ConfigError
+from autopetl.pipeline import TaskData
+from autopetl.search.recorder import StoreRecorder, TrialEvent
+from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
+from autopetl.search.space import SearchSpace, max_epochs
+from autopetl.search.trainable import TrialSetup, run_trial
+from autopetl.store import Store, TrialRecord
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("completed", "pruned")
+
+
+class SearchConflictError(AutopetlError):
+    """A search name already used for a different task or space."""
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Everything one search needs, validated before anything is written.
+
+    Attributes:
+        name: The search's name in the store (and Optuna's study name).
+        data: The task's training and validation splits, in memory.
+        space: The search space (``--epochs`` already applied).
+        budget: Trials to finish (completed or pruned).
+        backbone: The frozen backbone every trial starts from.
+        sampler: tpe, nsga2, random or grid.
+        scheduler: asha or none.
+        cpus_per_trial: CPUs Ray reserves for each trial (also its torch threads).
+        gpus_per_trial: GPUs per trial; fractions let trials share a GPU.
+        max_concurrent: At most this many trials at once (None: as resources allow).
+        seed: Seeds the sampler and every trial's initialisation.
+        storage_path: Where Ray keeps trial directories.
+        max_failed: Give up after this many failed trials in one run (None: the budget).
+        precision: auto, fp32 or bf16.
+        options: Extra values recorded with the search (the command line, say).
+    """
+
+    name: str
+    data: TaskData
+    space: SearchSpace
+    budget: int
+    backbone: BackboneSpec
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    seed: int = 0
+    storage_path: Path = Path("ray_results")
+    max_failed: int | None = None
+    precision: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ConfigError(f"--budget must be at least 1 trial, got {self.budget}")
+        if self.scheduler not in ("asha", "none"):
+            raise ConfigError(f"--scheduler must be asha or none, got {self.scheduler!r}")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError(f"--max-concurrent must be at least 1, got {self.max_concurrent}")
+
+
+@dataclass
+class SearchOutcome:
+    name: str
+    status: str
+    counts: dict[str, int]
+    pareto: list[TrialRecord]
+    wall_time_s: float
+    runs: int
+
+
+def _tune_environment(plan: SearchPlan) -> None:
+    """Ray Tune settings read from the environment when a Tuner starts."""
+    import ray
+
+    # No CSV/JSON/TensorBoard files per trial: the store is the record.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Ctrl+C should stop the search (and mark it interrupted), not start Tune's graceful stop
+    # after which the budget loop would start a new Tuner.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # Our own live view replaces Tune's tables.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # With a searcher Tune keeps one trial pending at a time, so workers start one by one; let as
+    # many trials wait as can run at once.
+    cpus = ray.cluster_resources().get("CPU", 1) / plan.cpus_per_trial
+    gpus = (
+        ray.cluster_resources().get("GPU", 0) / plan.gpus_per_trial if plan.gpus_per_trial else cpus
+    )
+    parallel = int(min(cpus, gpus, plan.max_concurrent or cpus))
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, parallel))
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every study and trial at INFO and warns that TPE's ``group`` is experimental."""
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        # multivariate+group model the method's conditional parameters jointly; constant_liar
+        # keeps parallel workers from sampling the same point while others are still running.
+        return optuna.samplers.TPESampler(
+            multivariate=True, group=True, constant_liar=True, seed=seed
+        )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; choose tpe, nsga2, random or grid")
+
+
+def _counts(store: Store, name: str) -> dict[str, int]:
+    counts = {s: 0 for s in ("running", "completed", "pruned", "failed")}
+    for trial in store.trials(name):
+        counts[trial.status] = counts.get(trial.status, 0) + 1
+    return counts
+
+
+def _recover(store: Store, study: optuna.Study, name: str) -> int:
+    """Mark what a dead driver left running as failed, in the store and in Optuna."""
+    stale = store.trials(name, status="running")
+    for trial in stale:
+        store.upsert_trial(
+            name,
+            trial.trial_key,
+            status="failed",
+            error="interrupted: the search driver stopped before this trial finished",
+        )
+    for ot in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study._storage.set_trial_state_values(ot._trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+def _canonical(space: dict[str, Any]) -> str:
+    return json.dumps(space, sort_keys=True, default=str)
+
+
+def open_search(store: Store, plan: SearchPlan) -> None:
+    """Create the search record, or check that an existing one is the same search."""
+    existing = store.get_search(plan.name)
+    if existing is not None:
+        if existing.task != plan.data.task.name or existing.space_name != plan.space.name:
+            raise SearchConflictError(
+                f"search {plan.name!r} exists for {existing.task} with space {existing.space_name!r}; "
+                f"choose another --name to start a new search"
+            )
+        if _canonical(existing.space) != _canonical(plan.space.source):
+            raise SearchConflictError(
+                f"search {plan.name!r} was started with a different version of space {plan.space.name!r}; choose another --name"
+            )
+    store.upsert_search(
+        plan.name,
+        plan.data.task.name,
+        plan.space.name,
+        plan.space.source,
+        plan.backbone.to_dict(),
+        budget=plan.budget,
+        options=plan.options
+        | {"sampler": plan.sampler, "scheduler": plan.scheduler, "seed": plan.seed},
+        status="running",
+    )
+
+
+def run_search(
+    plan: SearchPlan, store: Store, on_event: Callable[[TrialEvent], None] | None = None
+) -> SearchOutcome:
+    """Run (or continue) a search until ``plan.budget`` trials have finished. Ray must be initialised."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    _tune_environment(plan)
+    start = time.perf_counter()
+    _quiet_optuna()
+    open_search(store, plan)
+    # The study is created once here, before any worker starts (parallel creation races).
+    storage = store.optuna_storage()
+    sampler = make_sampler(plan.sampler, plan.space, plan.seed)
+    directions = ["maximize" if m == "max" else "minimize" for m in MODES]
+    study = optuna.create_study(
+        study_name=plan.name,
+        storage=storage,
+        sampler=sampler,
+        directions=directions,
+        load_if_exists=True,
+    )
+    recovered = _recover(store, study, plan.name)
+    if recovered:
+        log.warning(
+            "search %s: %d trial(s) left running by an earlier driver marked failed",
+            plan.name,
+            recovered,
+        )
+
+    setup = TrialSetup(
+        plan.backbone, plan.data.task.num_classes, plan.seed, plan.precision, plan.cpus_per_trial
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, data=plan.data, setup=setup),
+        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
+    )
+    horizon = max_epochs(plan.space)
+    recorder = StoreRecorder(store, plan.name, on_event)
+    counts = _counts(store, plan.name)
+    failed_before = counts["failed"]
+    max_failed = plan.max_failed if plan.max_failed is not None else plan.budget
+    runs = 0
+    while True:
+        counts = _counts(store, plan.name)
+        finished = counts["completed"] + counts["pruned"]
+        if finished >= plan.budget or counts["failed"] - failed_before >= max_failed:
+            break
+        runs += 1
+        searcher = ParetoOptunaSearch(
+            space=plan.space,
+            metric=list(OBJECTIVES),
+            mode=list(MODES),
+            sampler=sampler,
+            study_name=plan.name,
+            storage=storage,
+        )
+        if plan.scheduler == "asha" and horizon > 1:
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration",
+                metric="val_acc",
+                mode="max",
+                max_t=horizon,
+                grace_period=1,
+                reduction_factor=3,
+            )
+        else:
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=plan.budget - finished,
+                max_concurrent_trials=plan.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{_safe(plan.name)}-{int(time.time())}-{runs}",
+                storage_path=str(Path(plan.storage_path).expanduser().resolve()),
+                callbacks=[recorder],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        try:
+            tuner.fit()
+        except BaseException:
+            store.set_search_status(plan.name, "interrupted")
+            raise
+
+    counts = _counts(store, plan.name)
+    finished = counts["completed"] + counts["pruned"]
+    status = "completed" if finished >= plan.budget else "failed"
+    store.set_search_status(plan.name, status)
+    return SearchOutcome(
+        plan.name,
+        status,
+        counts,
+        store.pareto_front(search_name=plan.name),
+        time.perf_counter() - start,
+        runs,
+    )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,51 @@
+"""Ray's OptunaSearch, told the truth about trials that did not finish training.
+
+Ray's OptunaSearch tells Optuna COMPLETE with the last reported metrics for any trial that ends
+with a result, including trials ASHA stopped after one epoch and trials that crashed after a few:
+their half-trained accuracy would then sit on Optuna's Pareto front. Here a trial is COMPLETE only
+when it reported its last epoch; stopped early it is PRUNED, crashed it is FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("val_acc", "tunable_params")
+MODES = ("max", "min")
+
+
+def finished_training(result: dict | None) -> bool:
+    """Whether a trial's last result is its final epoch."""
+    return (
+        bool(result)
+        and result.get("epoch") is not None
+        and result.get("epoch") == result.get("epochs")
+    )
+
+
+class ParetoOptunaSearch(OptunaSearch):
+    """OptunaSearch over (val_acc max, tunable_params min) that keeps unfinished trials off the front."""
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if error:
+            state, values = TrialState.FAIL, None
+        elif finished_training(result):
+            state, values = TrialState.COMPLETE, [float(result[m]) for m in OBJECTIVES]
+        else:
+            state, values = TrialState.PRUNED, None
+        try:
+            self._ot_study.tell(ot_trial, values, state=state)
+        except Exception as exc:  # e.g. a NaN value; the trial must not stop the search
+            log.warning("optuna could not record trial %s: %s", ot_trial.number, exc)
+            self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+        self._completed_trials.add(trial_id)

@@ -1,0 +1,295 @@
+"""Search spaces as data: a YAML file turned into an Optuna define-by-run function.
+
+A space file has four keys (see search_spaces/README.md):
+
+    methods:          # which methods to search, each with its own parameters
+      vpt:
+        prompt_length: {type: int, low: 1, high: 100, log: true}
+        deep: true                   # a plain value is fixed, not searched
+    train:            # training hyper-parameters shared by every method
+      lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}
+      epochs: 10
+    sampler: tpe      # optional default: tpe, nsga2, random or grid
+    description: ...  # optional
+
+Optuna parameter names are ``method`` for the method, ``<method>.<option>`` for method options
+(so two methods' ``prompt_length`` never share a distribution) and the bare name for training
+hyper-parameters. A trial's config holds only the parameters its method uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autopetl.errors import AutopetlError, ConfigError
+from autopetl.methods import METHODS, get_method
+from autopetl.training import TrainConfig
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+# Training hyper-parameters a space may set (TrainConfig fields that make sense to search).
+TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup_epochs")
+_DIST_TYPES = ("float", "int", "categorical")
+
+
+class SpaceError(AutopetlError):
+    """A search-space file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter (a distribution) or a fixed value."""
+
+    name: str  # the Optuna parameter name
+    kind: str  # float, int, categorical or fixed
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    value: Any = None
+
+    def suggest(self, trial: Any) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        return self.value
+
+    def grid_values(self) -> list[Any]:
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "fixed":
+            return [self.value]
+        raise ConfigError(
+            f"{self.name}: the grid sampler needs a list of choices, not a {self.kind} range"
+        )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space; call it with an Optuna trial to sample one configuration.
+
+    Instances are picklable (no lambdas or closures), as Ray's OptunaSearch needs.
+    """
+
+    name: str
+    methods: dict[str, tuple[Param, ...]]
+    train: tuple[Param, ...]
+    sampler: str = "tpe"
+    description: str = ""
+    source: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        names = list(self.methods)
+        method = names[0] if len(names) == 1 else trial.suggest_categorical("method", names)
+        out: dict[str, Any] = {"method": method}
+        for param in (*self.methods[method], *self.train):
+            out[param.name] = param.suggest(trial)
+        # The study-wide trial number is the trial's stable identity across Tuner restarts.
+        out["trial_number"] = trial.number
+        return out
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(
+            json.dumps(self.source, sort_keys=True, default=str).encode()
+        ).hexdigest()
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Optuna GridSampler's search_space: every parameter's values (single-method spaces)."""
+        if len(self.methods) != 1:
+            raise ConfigError(f"space {self.name!r}: the grid sampler needs exactly one method")
+        (params,) = self.methods.values()
+        return {p.name: p.grid_values() for p in (*params, *self.train) if p.kind != "fixed"}
+
+
+def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A trial's flat config to (method name, method options, training options)."""
+    method = config["method"]
+    prefix = f"{method}."
+    options = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+    train = {k: v for k, v in config.items() if k in TRAIN_KEYS}
+    return method, options, train
+
+
+def resolve_space_path(space: str | Path) -> Path:
+    """A path to a YAML file, or the name of a file in search_spaces/ (``default``)."""
+    path = Path(space)
+    if path.is_file():
+        return path
+    named = SPACES_DIR / f"{space}.yaml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))) or "none found"
+    raise SpaceError(f"search space {str(space)!r} not found: give a YAML file or one of: {known}")
+
+
+def load_space(space: str | Path) -> SearchSpace:
+    """Read and validate a space file; every mistake is a SpaceError naming the file and key."""
+    path = resolve_space_path(space)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    return parse_space(data, name=path.stem, where=str(path))
+
+
+def parse_space(data: Any, *, name: str, where: str) -> SearchSpace:
+    if not isinstance(data, dict):
+        raise SpaceError(f"{where}: a search space is a mapping with 'methods' and 'train'")
+    unknown = sorted(set(data) - {"methods", "train", "sampler", "description"})
+    if unknown:
+        raise SpaceError(
+            f"{where}: unknown key {unknown[0]!r}; expected methods, train, sampler, description"
+        )
+    methods_data = data.get("methods")
+    if not isinstance(methods_data, dict) or not methods_data:
+        raise SpaceError(f"{where}: 'methods' must map at least one method name to its parameters")
+    methods: dict[str, tuple[Param, ...]] = {}
+    for method, params in methods_data.items():
+        if method not in METHODS:
+            raise SpaceError(
+                f"{where}: methods.{method}: unknown method; known: {', '.join(sorted(METHODS))}"
+            )
+        methods[method] = _parse_method(method, params or {}, where)
+    train_data = data.get("train") or {}
+    if not isinstance(train_data, dict):
+        raise SpaceError(f"{where}: 'train' must be a mapping of training hyper-parameters")
+    train = []
+    for key, spec in train_data.items():
+        if key not in TRAIN_KEYS:
+            raise SpaceError(
+                f"{where}: train.{key}: unknown training parameter; known: {', '.join(TRAIN_KEYS)}"
+            )
+        param = _parse_param(key, spec, f"{where}: train.{key}")
+        _check_values(param, f"{where}: train.{key}", lambda v, k=key: TrainConfig(**{k: v}))
+        train.append(param)
+    sampler = data.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise SpaceError(f"{where}: sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    space = SearchSpace(
+        name, methods, tuple(train), sampler, str(data.get("description", "")), data
+    )
+    if sampler == "grid":
+        try:
+            space.grid()
+        except ConfigError as exc:
+            raise SpaceError(f"{where}: {exc}") from exc
+    return space
+
+
+def _parse_method(method: str, params: Any, where: str) -> tuple[Param, ...]:
+    if not isinstance(params, dict):
+        raise SpaceError(f"{where}: methods.{method} must map option names to ranges or values")
+    config_cls = get_method(method).config_cls
+    valid = {f.name for f in fields(config_cls)}
+    out = []
+    for key, spec in params.items():
+        at = f"{where}: methods.{method}.{key}"
+        if key not in valid:
+            raise SpaceError(
+                f"{at}: unknown option; {method} has: {', '.join(sorted(valid)) or '(none)'}"
+            )
+        param = _parse_param(f"{method}.{key}", spec, at)
+        _check_values(param, at, lambda v, k=key: config_cls.from_dict({k: v}))
+        out.append(param)
+    return tuple(out)
+
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE]\d+")
+
+
+def _number(value: Any) -> Any:
+    """PyYAML follows YAML 1.1, where ``1e30`` and ``1.0e30`` (no exponent sign) are strings."""
+    return (
+        float(value) if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()) else value
+    )
+
+
+def _parse_param(name: str, spec: Any, at: str) -> Param:
+    if not isinstance(spec, dict):
+        return Param(name, "fixed", value=_number(spec))
+    spec = {
+        k: ([_number(c) for c in v] if k == "choices" and isinstance(v, list) else _number(v))
+        for k, v in spec.items()
+    }
+    kind = spec.get("type")
+    if kind not in _DIST_TYPES:
+        raise SpaceError(f"{at}: type must be one of {', '.join(_DIST_TYPES)}, got {kind!r}")
+    allowed = (
+        {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log", "step"}
+    )
+    extra = sorted(set(spec) - allowed)
+    if extra:
+        raise SpaceError(f"{at}: unknown field {extra[0]!r} for a {kind} distribution")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{at}: choices must be a non-empty list")
+        return Param(name, kind, choices=tuple(choices))
+    low, high, log, step = (
+        spec.get("low"),
+        spec.get("high"),
+        bool(spec.get("log", False)),
+        spec.get("step"),
+    )
+    for label, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise SpaceError(f"{at}: {label} must be a finite number, got {v!r}")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise SpaceError(f"{at}: an int range needs integer low and high")
+    if not low < high:
+        raise SpaceError(f"{at}: empty range: low ({low}) must be below high ({high})")
+    if log and low <= 0:
+        raise SpaceError(f"{at}: a log range needs low > 0, got {low}")
+    if log and step is not None:
+        raise SpaceError(f"{at}: step and log cannot be combined")
+    return Param(name, kind, low=low, high=high, log=log, step=step)
+
+
+def _check_values(param: Param, at: str, build: Any) -> None:
+    """Each endpoint or choice must be a value the method or trainer accepts."""
+    values = (
+        [param.value] if param.kind == "fixed" else list(param.choices) or [param.low, param.high]
+    )
+    if param.kind == "int":
+        values = [int(v) for v in values]
+    for value in values:
+        try:
+            build(value)
+        except ConfigError as exc:
+            raise SpaceError(f"{at}: {exc}") from exc
+        except TypeError as exc:
+            raise SpaceError(f"{at}: bad value {value!r} ({exc})") from exc
+
+
+def with_epochs(space: SearchSpace, epochs: int) -> SearchSpace:
+    """The same space with ``epochs`` fixed (``--epochs`` overrides the file)."""
+    train = (
+        *(p for p in space.train if p.name != "epochs"),
+        Param("epochs", "fixed", value=epochs),
+    )
+    return SearchSpace(
+        space.name, space.methods, train, space.sampler, space.description, space.source
+    )
+
+
+def max_epochs(space: SearchSpace) -> int:
+    """The most epochs any trial of this space trains (ASHA's horizon)."""
+    for p in space.train:
+        if p.name == "epochs":
+            return int(max(p.grid_values()) if p.kind in ("categorical", "fixed") else p.high)
+    return TrainConfig().epochs

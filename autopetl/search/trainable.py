@@ -1,0 +1,97 @@
+"""The Ray Tune trainable: one trial = one configuration trained on a worker.
+
+The task's tensors arrive once through Ray's object store (``tune.with_parameters``); the frozen
+backbone is built once per worker process and kept in :data:`_BACKBONES`, so with
+``reuse_actors=True`` a worker's later trials only copy it (methods that patch layers need their
+own copy). Each epoch is reported to Tune; the last report carries the trial's cost figures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from ray import tune
+from timm.models.vision_transformer import VisionTransformer
+
+from autopetl.backbones import BackboneSpec, build_backbone, input_stats
+from autopetl.methods import build_method
+from autopetl.pipeline import TaskData, attach
+from autopetl.search.space import split_config
+from autopetl.training import EpochMetrics, TrainConfig, train
+
+_BACKBONES: dict[str, VisionTransformer] = {}
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of one search shares (small; the data travel separately)."""
+
+    backbone: BackboneSpec
+    num_classes: int
+    seed: int
+    precision: str = "auto"
+    cpus_per_trial: float = 1.0
+
+
+def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
+    """The frozen backbone of this worker process, built on first use."""
+    key = json.dumps([spec.to_dict(), num_classes], sort_keys=True)
+    if key not in _BACKBONES:
+        _BACKBONES.clear()  # one backbone per worker: a new search replaces the old one
+        _BACKBONES[key] = build_backbone(spec, num_classes)
+    return _BACKBONES[key]
+
+
+def train_config_of(config: dict[str, Any], setup: TrialSetup, device: str) -> TrainConfig:
+    _, _, train_values = split_config(config)
+    epochs = int(train_values.get("epochs", 10))
+    train_values.setdefault("warmup_epochs", min(1.0, epochs - 1))
+    return TrainConfig(seed=setup.seed, precision=setup.precision, device=device, **train_values)
+
+
+def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> None:
+    """Train one configuration and report every epoch to Ray Tune."""
+    torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
+    method_name, options, _ = split_config(config)
+    gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
+    device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
+    train_config = train_config_of(config, setup, device)
+    backbone = cached_backbone(setup.backbone, setup.num_classes)
+    model = attach(backbone, build_method(method_name, options), seed=setup.seed)
+    params = {
+        "tunable_params": model.num_tunable(),
+        "tunable_params_without_head": model.num_tunable(include_head=False),
+        "epochs": train_config.epochs,
+    }
+
+    def report(m: EpochMetrics, **extra: Any) -> None:
+        metrics = dict(
+            epoch=m.epoch,
+            val_acc=m.val_acc,
+            train_loss=m.train_loss,
+            lr=m.lr,
+            epoch_seconds=m.seconds,
+        )
+        tune.report({**metrics, **params, **extra})
+
+    def on_epoch(m: EpochMetrics) -> None:
+        if m.epoch < train_config.epochs:  # the last epoch is reported below, with the costs
+            report(m)
+
+    mean, std = input_stats(backbone)
+    result = train(
+        model, data.train, data.eval, train_config, mean=mean, std=std, on_epoch=on_epoch
+    )
+    report(
+        result.epochs[-1],
+        best_val_acc=result.best_val_acc,
+        best_epoch=result.best_epoch,
+        wall_time_s=result.wall_time_s,
+        images_per_s=result.images_per_s,
+        peak_memory_mb=result.peak_memory_mb,
+        device=result.device,
+        precision=result.precision,
+    )

@@ -1,0 +1,134 @@
+"""``autopetl search`` as a user runs it: mistakes caught before anything is written, and a
+driver killed mid-search then resumed to exactly its budget."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from autopetl.cli import main
+from autopetl.store import open_store
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "vtab/dsprites_loc", "--budget", "0"], "--budget must be at least 1"),
+        (["--task", "vtab/eurosat"], "--data-root"),
+        (["--task", "vtab/nope"], "unknown task"),
+        (["--task", "vtab/dsprites_loc", "--space", "nope"], "search space 'nope' not found"),
+        (["--task", "vtab/dsprites_loc", "--resume"], "--resume needs --name"),
+        (["--task", "vtab/dsprites_loc", "--resume", "--name", "ghost"], "no search named 'ghost'"),
+        (
+            ["--task", "vtab/dsprites_loc", "--address", "auto"],
+            "needs a database every node can reach",
+        ),
+    ],
+)
+def test_mistakes_fail_cleanly_and_write_nothing(args, message, capsys, sqlite_url):
+    assert main(["search", *args, "--smoke-test", "--db", sqlite_url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("autopetl: error:") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert open_store(sqlite_url).list_searches() == []
+
+
+def test_malformed_space_file_fails_cleanly(tmp_path, capsys, sqlite_url):
+    bad = tmp_path / "space.yaml"
+    bad.write_text("methods: {vpt: {prompt_length: {type: int, low: 5, high: 1}}}\n")
+    assert (
+        main(
+            [
+                "search",
+                "--task",
+                "vtab/dsprites_loc",
+                "--space",
+                str(bad),
+                "--smoke-test",
+                "--db",
+                sqlite_url,
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"{bad}: methods.vpt.prompt_length: empty range" in err
+    assert open_store(sqlite_url).list_searches() == []
+
+
+def _search(name: str, db: str, budget: int, env: dict) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "autopetl",
+        "search",
+        "--task",
+        "vtab/dsprites_loc",
+        "--budget",
+        str(budget),
+        "--smoke-test",
+        "--name",
+        name,
+        "--db",
+        db,
+        "--cpus-per-trial",
+        "1",
+        "--max-concurrent",
+        "2",
+    ]
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_driver_killed_then_resumed_meets_the_budget_exactly(tmp_path, sqlite_url):
+    env = {**os.environ, "AUTOPETL_HOME": str(tmp_path / "home"), "RAY_AUTH_MODE": "disabled"}
+    budget = 8
+    first = _search("killme", sqlite_url, budget, env)
+    store = open_store(sqlite_url)
+    deadline = time.time() + 400
+    while time.time() < deadline and first.poll() is None:
+        done = (
+            [t for t in store.trials("killme") if t.status in ("completed", "pruned")]
+            if store.get_search("killme")
+            else []
+        )
+        if len(done) >= 2:
+            break
+        time.sleep(0.5)
+    assert first.poll() is None, first.stdout.read()
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    first.wait()
+    before = store.trials("killme")
+    assert 2 <= len([t for t in before if t.status in ("completed", "pruned")]) < budget
+
+    second = _search("killme", sqlite_url, budget, env)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out
+    trials = store.trials("killme")
+    finished = [t for t in trials if t.status in ("completed", "pruned")]
+    assert len(finished) == budget, out
+    assert not [t for t in trials if t.status == "running"]
+    assert len({t.trial_key for t in trials}) == len(trials)
+    # What was finished before the kill is kept as it was, not re-run.
+    kept = {t.trial_key: t for t in trials}
+    for t in before:
+        if t.status in ("completed", "pruned"):
+            assert kept[t.trial_key].status == t.status and kept[t.trial_key].val_acc == t.val_acc
+    assert store.get_search("killme").status == "completed"
+    import optuna
+
+    study = optuna.load_study(study_name="killme", storage=store.optuna_storage())
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert "Pareto front of killme" in out

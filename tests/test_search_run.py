@@ -1,0 +1,146 @@
+"""Real searches on a local Ray with Optuna and the store: budgets, ASHA, fake GPUs, failures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from autopetl.backbones import SMOKE_BACKBONE
+from autopetl.pipeline import TaskData, load_task_data
+from autopetl.search.runner import SearchPlan, run_search
+from autopetl.search.space import load_space, parse_space
+from autopetl.store import open_store
+from autopetl.tasks import SplitData, get_task
+
+pytestmark = pytest.mark.slow
+
+
+def _brightness(n: int, seed: int) -> SplitData:
+    """Dim vs bright noise: a random-init ViT separates these, so accuracy depends on lr."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    images = torch.randint(0, 100, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    return SplitData(images + (labels * 120).to(torch.uint8).view(-1, 1, 1, 1), labels)
+
+
+def _toy_task(n: int = 128) -> TaskData:
+    task = get_task("vtab/patch_camelyon")  # 2 classes; the data are ours, not its images
+    return TaskData(task, _brightness(n, 0), _brightness(64, 1))
+
+
+def _space(text: str, name: str = "test"):
+    import yaml
+
+    return parse_space(yaml.safe_load(text), name=name, where=f"<{name}>")
+
+
+def _plan(tmp_path, name, data, space, budget, **kw) -> SearchPlan:
+    return SearchPlan(
+        name=name,
+        data=data,
+        space=space,
+        budget=budget,
+        backbone=SMOKE_BACKBONE,
+        storage_path=tmp_path / "ray",
+        **kw,
+    )
+
+
+def test_smoke_search_records_exactly_the_budget(ray_session, tmp_path, sqlite_url):
+    store = open_store(sqlite_url)
+    data = load_task_data(get_task("vtab/dsprites_loc"), 32, train_limit=128)
+    from autopetl.search.space import with_epochs
+
+    plan = _plan(tmp_path, "smoke", data, with_epochs(load_space("default"), 2), 6)
+    outcome = run_search(plan, store)
+    trials = store.trials("smoke")
+    assert outcome.status == "completed"
+    assert len(trials) == 6 and {t.status for t in trials} <= {"completed", "pruned"}
+    assert len({t.trial_key for t in trials}) == 6
+    for t in trials:
+        # Conditional parameters: only the chosen method's options are in the config.
+        prefixes = {k.split(".")[0] for k in t.config if "." in k}
+        assert prefixes <= {t.method}, t.config
+        assert t.tunable_params and t.tunable_params > 0
+        assert [e.epoch for e in store.epochs("smoke", t.trial_key)] == list(
+            range(1, t.epochs_done + 1)
+        )
+    completed = [t for t in trials if t.status == "completed"]
+    assert all(t.epochs_done == 2 and t.wall_time_s > 0 and t.images_per_s > 0 for t in completed)
+    front = store.pareto_front(search_name="smoke")
+    assert front and {t.trial_key for t in front} <= {t.trial_key for t in completed}
+    # Optuna's study lives in the same database, with the same trials.
+    import optuna
+
+    study = optuna.load_study(study_name="smoke", storage=store.optuna_storage())
+    assert len(study.trials) == 6
+
+
+def test_asha_stopped_trials_never_reach_the_pareto_front(ray_session, tmp_path, sqlite_url):
+    store = open_store(sqlite_url)
+    # lr 1e-6 learns nothing, 3e-2 learns fast: ASHA stops the slow ones after epoch 1.
+    space = _space(
+        "methods: {linear: {}}\ntrain: {lr: {type: categorical, choices: [1.0e-6, 3.0e-2]}, epochs: 3}\nsampler: random"
+    )
+    plan = _plan(tmp_path, "asha", _toy_task(), space, 10, max_concurrent=1, seed=1)
+    run_search(plan, store)
+    trials = store.trials("asha")
+    pruned = [t for t in trials if t.status == "pruned"]
+    assert len(trials) == 10 and pruned, [(t.config["lr"], t.status, t.val_acc) for t in trials]
+    assert all(t.epochs_done < 3 for t in pruned)
+    front = {t.trial_key for t in store.pareto_front(search_name="asha")}
+    assert front and not front & {t.trial_key for t in pruned}
+    import optuna
+
+    study = optuna.load_study(study_name="asha", storage=store.optuna_storage())
+    states = {str(t.number): t.state for t in study.trials}
+    assert all(states[t.trial_key] == TrialState.PRUNED for t in pruned)
+    assert all(
+        study_t.state != TrialState.COMPLETE
+        for study_t in study.trials
+        if str(study_t.number) in {t.trial_key for t in pruned}
+    )
+
+
+def test_half_gpus_run_four_trials_at_once(ray_session, tmp_path, sqlite_url):
+    store = open_store(sqlite_url)
+    space = _space("methods: {vpt: {prompt_length: 4}}\ntrain: {lr: 1.0e-3, epochs: 12}")
+    running: set[str] = set()
+    peak = [0]
+
+    def on_event(event):
+        if event.kind == "started":
+            running.add(event.key)
+        elif event.kind in ("completed", "pruned", "failed"):
+            running.discard(event.key)
+        peak[0] = max(peak[0], len(running))
+
+    plan = _plan(
+        tmp_path,
+        "gpus",
+        _toy_task(512),
+        space,
+        4,
+        scheduler="none",
+        gpus_per_trial=0.5,
+        cpus_per_trial=0.5,
+    )
+    run_search(plan, store, on_event)
+    assert peak[0] == 4
+    assert [t.status for t in store.trials("gpus")] == ["completed"] * 4
+
+
+def test_crashed_trials_are_recorded_and_the_search_goes_on(ray_session, tmp_path, sqlite_url):
+    store = open_store(sqlite_url)
+    # lr 1e38 with SGD overflows the logits, so the loss is NaN: those trials fail; the budget counts the others.
+    space = _space(
+        "methods: {linear: {}}\ntrain: {optimizer: sgd, lr: {type: categorical, choices: [1.0e-2, 1.0e+38]}, epochs: 1}\nsampler: random"
+    )
+    plan = _plan(tmp_path, "crash", _toy_task(), space, 3, max_concurrent=2, seed=0)
+    outcome = run_search(plan, store)
+    trials = store.trials("crash")
+    failed = [t for t in trials if t.status == "failed"]
+    assert outcome.status == "completed" and outcome.counts["completed"] == 3
+    assert failed and all("loss became nan" in (t.error or "") for t in failed)
+    assert all(t.config["lr"] == 1e38 for t in failed)
