@@ -323,7 +323,7 @@ class TrainRecorder:
             self.name,
             self.TRIAL_KEY,
             status="completed",
-            val_acc=result.best_val_acc,
+            val_acc=result.last_val_acc,  # the objective a search ranks by, see docs/STORE.md
             last_val_acc=result.last_val_acc,
             best_epoch=result.best_epoch,
             tunable_params=result.tunable_params,

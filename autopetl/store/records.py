@@ -45,7 +45,7 @@ class SearchRecord(_Record):
 
 @dataclass(frozen=True)
 class TrialRecord(_Record):
-    """A trial; ``val_acc`` is the best validation accuracy over its epochs."""
+    """A trial; ``val_acc`` is its objective: validation accuracy after the last epoch it trained."""
 
     id: int
     search_name: str
