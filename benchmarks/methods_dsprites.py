@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -158,7 +159,7 @@ def main() -> int:
         "train_images": len(data.train),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads",
         "when": time.strftime("%Y-%m-%d %H:%M"),
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
