@@ -93,7 +93,9 @@ def _search(name: str, db: str, budget: int, env: dict) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_driver_killed_then_resumed_meets_the_budget_exactly(tmp_path, sqlite_url):
-    env = {**os.environ, "AUTOPETL_HOME": str(tmp_path / "home"), "RAY_AUTH_MODE": "disabled"}
+    # The CLI starts its own local Ray (never the test session's), so killing it kills it all.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env |= {"AUTOPETL_HOME": str(tmp_path / "home"), "RAY_AUTH_MODE": "disabled"}
     budget = 8
     first = _search("killme", sqlite_url, budget, env)
     store = open_store(sqlite_url)

@@ -137,10 +137,24 @@ def test_crashed_trials_are_recorded_and_the_search_goes_on(ray_session, tmp_pat
     space = _space(
         "methods: {linear: {}}\ntrain: {optimizer: sgd, lr: {type: categorical, choices: [1.0e-2, 1.0e+38]}, epochs: 1}\nsampler: random"
     )
-    plan = _plan(tmp_path, "crash", _toy_task(), space, 3, max_concurrent=2, seed=0)
+    plan = _plan(tmp_path, "crash", _toy_task(), space, 3, max_concurrent=2, seed=0, max_failed=20)
     outcome = run_search(plan, store)
     trials = store.trials("crash")
     failed = [t for t in trials if t.status == "failed"]
     assert outcome.status == "completed" and outcome.counts["completed"] == 3
     assert failed and all("loss became nan" in (t.error or "") for t in failed)
     assert all(t.config["lr"] == 1e38 for t in failed)
+
+
+def test_too_many_failures_end_the_search_as_failed(ray_session, tmp_path, sqlite_url):
+    store = open_store(sqlite_url)
+    space = _space("methods: {linear: {}}\ntrain: {optimizer: sgd, lr: 1.0e+38, epochs: 1}")
+    outcome = run_search(
+        _plan(tmp_path, "doomed", _toy_task(), space, 5, max_failed=2, max_concurrent=1), store
+    )
+    assert (
+        outcome.status == "failed"
+        and outcome.counts["failed"] == 2
+        and outcome.counts["completed"] == 0
+    )
+    assert store.get_search("doomed").status == "failed"

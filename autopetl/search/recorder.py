@@ -10,10 +10,12 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.stopper import Stopper
 
 from autopetl.search.searcher import finished_training
 from autopetl.search.space import split_config
@@ -49,6 +51,7 @@ class StoreRecorder(Callback):
     store: Store
     search_name: str
     on_event: Callable[[TrialEvent], None] | None = None
+    failures: int = 0  # trials failed while this recorder watched (read by FailureStopper)
     _attempts: dict[str, int] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -121,6 +124,7 @@ class StoreRecorder(Callback):
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
+        self.failures += 1
         self._finish(trial, "failed", trial.last_result or {}, error=_error_text(trial))
 
     def _finish(self, trial: Trial, status: str, result: dict, error: str | None) -> None:
@@ -154,6 +158,20 @@ class StoreRecorder(Callback):
         )
 
 
+class FailureStopper(Stopper):
+    """Stop the whole Tuner run once ``limit`` trials have failed (``--max-failed``)."""
+
+    def __init__(self, recorder: StoreRecorder, limit: int) -> None:
+        self.recorder = recorder
+        self.limit = limit
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.recorder.failures >= self.limit
+
+
 def _config_only(config: dict[str, Any]) -> dict[str, Any]:
     """The trial's configuration without bookkeeping keys."""
     return {
@@ -165,8 +183,13 @@ def _config_only(config: dict[str, Any]) -> dict[str, Any]:
 
 def _error_text(trial: Trial) -> str:
     """The last lines of the trial's traceback: the exception and where it came from."""
+    # Tune writes the error next to the trial locally first; storage gets it on the next sync.
+    text = ""
     try:
-        text = trial.get_error() or ""
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text()
+        else:
+            text = trial.get_error() or ""
     except Exception:  # the error file may be on storage that is gone
         text = ""
     text = str(text).strip()

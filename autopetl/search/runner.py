@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from autopetl.backbones import BackboneSpec
 from autopetl.errors import AutopetlError, ConfigError
 from autopetl.pipeline import TaskData
-from autopetl.search.recorder import StoreRecorder, TrialEvent
+from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent
 from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, max_epochs
 from autopetl.search.trainable import TrialSetup, run_trial
@@ -106,8 +106,10 @@ def _tune_environment(plan: SearchPlan) -> None:
     """Ray Tune settings read from the environment when a Tuner starts."""
     import ray
 
-    # No CSV/JSON/TensorBoard files per trial: the store is the record.
+    # No CSV/JSON/TensorBoard files per trial: the store is the record. (Tune's result grid then
+    # warns that it found no result.json for each trial; that warning is expected, so hidden.)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Ctrl+C should stop the search (and mark it interrupted), not start Tune's graceful stop
     # after which the budget loop would start a new Tuner.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
@@ -282,6 +284,7 @@ def run_search(
                 callbacks=[recorder],
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0),
+                stop=FailureStopper(recorder, max_failed),  # counts failures since this call began
             ),
         )
         try:
