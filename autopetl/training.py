@@ -170,7 +170,7 @@ def evaluate(
 def train(
     model: PetlModel,
     train_data: SplitData,
-    val_data: SplitData,
+    val_data: SplitData | None,
     config: TrainConfig,
     *,
     mean: tuple[float, ...],
@@ -183,7 +183,10 @@ def train(
     Args:
         model: The backbone with a method attached; only ``requires_grad`` parameters train.
         train_data: Training split (uint8 images, int64 labels).
-        val_data: Validation split, evaluated after every epoch.
+        val_data: Validation split, evaluated after every epoch. None skips validation (the
+            final re-training on train800val200 has no held-out split, and must never see the
+            test split before it ends): epochs then report a NaN ``val_acc`` and the result's
+            ``best_epoch`` is the last one.
         config: Optimiser, schedule, precision and device.
         mean: Normalisation mean of the backbone.
         std: Normalisation std of the backbone.
@@ -244,14 +247,18 @@ def train(
                 f"loss became {train_loss} in epoch {epoch}; "
                 f"try a lower learning rate (now {config.lr:g})"
             )
-        val_acc = evaluate(
-            model,
-            val_data,
-            mean,
-            std,
-            batch_size=config.eval_batch_size,
-            device=device,
-            precision=config.precision,
+        val_acc = (
+            math.nan
+            if val_data is None
+            else evaluate(
+                model,
+                val_data,
+                mean,
+                std,
+                batch_size=config.eval_batch_size,
+                device=device,
+                precision=config.precision,
+            )
         )
         metrics = EpochMetrics(
             epoch, train_loss, val_acc, optimizer.param_groups[0]["lr"], time.perf_counter() - t0
@@ -259,7 +266,8 @@ def train(
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
-    best = max(history, key=lambda m: (m.val_acc, m.epoch))
+    # Without validation there is nothing to rank epochs by: the model is the last epoch's anyway.
+    best = history[-1] if val_data is None else max(history, key=lambda m: (m.val_acc, m.epoch))
     return TrainResult(
         best_val_acc=best.val_acc,
         best_epoch=best.epoch,

@@ -15,7 +15,14 @@ import sys
 from autopetl.errors import AutopetlError
 
 # Command modules, in the order their commands are listed by --help.
-COMMAND_MODULES = ("tasks_cmd", "train_cmd", "search_cmd", "store_cmd")
+COMMAND_MODULES = (
+    "tasks_cmd",
+    "train_cmd",
+    "search_cmd",
+    "evaluate_cmd",
+    "report_cmd",
+    "store_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
