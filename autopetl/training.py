@@ -14,7 +14,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -142,6 +142,25 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _load_state(
+    model: PetlModel,
+    optimizer: Any,
+    scheduler: Any,
+    generator: torch.Generator,
+    state: dict[str, Any],
+) -> None:
+    tunable = dict(model.tunable_named_parameters())
+    if set(state["model"]) != set(tunable):
+        raise ConfigError("the checkpoint does not fit this model's tunable parameters")
+    with torch.no_grad():
+        for name, value in state["model"].items():
+            tunable[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+
+
 @torch.no_grad()
 def evaluate(
     model: PetlModel,
@@ -177,6 +196,8 @@ def train(
     std: tuple[float, ...],
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_checkpoint: Callable[[EpochMetrics, dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train the model's tunable parameters and validate after every epoch.
 
@@ -192,6 +213,11 @@ def train(
         std: Normalisation std of the backbone.
         on_epoch: Called with each epoch's metrics (progress bars, Ray Tune reports).
         on_step: Called with (step, total steps) after each optimiser step.
+        on_checkpoint: Called after each epoch with its metrics and the state to resume from
+            (tunable weights, optimiser, schedule, random streams, history): a search saves it
+            so a trial whose worker dies continues from its last epoch, not from zero.
+        resume: A state given to ``on_checkpoint`` earlier; training continues after its epoch
+            and ends exactly as an uninterrupted run would.
 
     Raises:
         TrainingDivergedError: The loss became NaN or infinite.
@@ -221,8 +247,12 @@ def train(
     images, labels = train_data.images.to(device), train_data.labels.to(device)
     history: list[EpochMetrics] = []
     train_seconds, seen, step = 0.0, 0, 0
-    start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    if resume is not None:
+        _load_state(model, optimizer, scheduler, generator, resume)
+        history = [EpochMetrics(**m) for m in resume["history"]]
+        train_seconds, seen, step = resume["train_seconds"], resume["seen"], resume["step"]
+    start = time.perf_counter() - (resume["wall_time_s"] if resume is not None else 0.0)
+    for epoch in range(len(history) + 1, config.epochs + 1):
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(len(train_data), generator=generator).to(device)
@@ -264,6 +294,20 @@ def train(
             epoch, train_loss, val_acc, optimizer.param_groups[0]["lr"], time.perf_counter() - t0
         )
         history.append(metrics)
+        if on_checkpoint is not None:
+            state = {
+                "model": {n: p.detach().clone() for n, p in model.tunable_named_parameters()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": [asdict(m) for m in history],
+                "train_seconds": train_seconds,
+                "seen": seen,
+                "step": step,
+                "wall_time_s": time.perf_counter() - start,
+            }
+            on_checkpoint(metrics, state)
         if on_epoch is not None:
             on_epoch(metrics)
     # Without validation there is nothing to rank epochs by: the model is the last epoch's anyway.

@@ -158,3 +158,29 @@ def test_too_many_failures_end_the_search_as_failed(ray_session, tmp_path, sqlit
         and outcome.counts["completed"] == 0
     )
     assert store.get_search("doomed").status == "failed"
+
+
+def test_a_killed_trial_resumes_from_its_last_epoch(ray_session, tmp_path, sqlite_url):
+    import os
+    import signal
+
+    store = open_store(sqlite_url)
+    space = _space("methods: {vpt: {prompt_length: 4}}\ntrain: {lr: 1.0e-3, epochs: 5}")
+    seen: list[int] = []
+    killed: list[int] = []
+
+    def on_event(event):
+        if event.kind == "epoch":
+            seen.append(event.epoch)
+            if event.epoch == 2 and not killed:
+                killed.append(event.pid)
+                os.kill(event.pid, signal.SIGKILL)  # the worker dies mid-training
+
+    plan = _plan(tmp_path, "killed", _toy_task(), space, 1, scheduler="none", max_retries=2)
+    outcome = run_search(plan, store, on_event)
+    (trial,) = store.trials("killed")
+    assert killed and outcome.status == "completed"
+    assert trial.status == "completed" and trial.attempts == 2
+    assert seen[:2] == [1, 2] and seen[-1] == 5
+    assert 1 not in seen[2:], f"the trial started over: {seen}"  # resumed, not restarted
+    assert [e.epoch for e in store.epochs("killed", trial.trial_key)] == [1, 2, 3, 4, 5]

@@ -91,3 +91,48 @@ def test_divergence_is_an_error_not_a_result(tiny_backbone):
 def test_bad_training_options_are_config_errors(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad)
+
+
+def test_resuming_from_a_checkpoint_ends_exactly_as_an_uninterrupted_run(tiny_backbone):
+    tiny_backbone.reset_classifier(2)
+    config = TrainConfig(epochs=4, batch_size=32, lr=3e-3, warmup_epochs=1)
+    straight, result, _ = _fit(tiny_backbone, config)
+
+    states = {}
+    model = attach(tiny_backbone, build_method("vpt", {"prompt_length": 4}), seed=config.seed)
+    mean, std = input_stats(tiny_backbone)
+
+    def stop_after_two(metrics, state):
+        states[metrics.epoch] = state
+        if metrics.epoch == 2:
+            raise KeyboardInterrupt  # the worker dies here
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            model,
+            _toy_data(128, 0),
+            _toy_data(64, 1),
+            config,
+            mean=mean,
+            std=std,
+            on_checkpoint=stop_after_two,
+        )
+    fresh = attach(tiny_backbone, build_method("vpt", {"prompt_length": 4}), seed=99)  # other init
+    epochs = []
+    resumed = train(
+        fresh,
+        _toy_data(128, 0),
+        _toy_data(64, 1),
+        config,
+        mean=mean,
+        std=std,
+        resume=states[2],
+        on_epoch=epochs.append,
+    )
+    assert [e.epoch for e in epochs] == [3, 4]  # continues, does not start over
+    assert [e.epoch for e in resumed.epochs] == [1, 2, 3, 4]
+    assert [e.val_acc for e in resumed.epochs] == [e.val_acc for e in result.epochs]
+    for (name, a), b in zip(
+        straight.tunable_state_dict().items(), fresh.tunable_state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name

@@ -57,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="give up after this many failed trials (default: the budget)",
     )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="restarts of a trial whose worker or node died; it resumes from its last epoch",
+    )
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument(
         "--db", default=None, help="database URL (default: $AUTOPETL_DB, else a SQLite file)"
@@ -209,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 storage_path=args.storage or store_dir(args) / "ray_results",
                 max_failed=args.max_failed,
+                max_retries=args.max_retries,
                 precision=args.precision,
                 options={"smoke_test": args.smoke_test, "space_file": str(args.space)},
             )

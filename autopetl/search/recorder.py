@@ -23,7 +23,7 @@ from autopetl.store import Store
 
 log = logging.getLogger(__name__)
 
-COST_KEYS = ("wall_time_s", "images_per_s", "peak_memory_mb", "device", "precision")
+COST_KEYS = ("wall_time_s", "images_per_s", "peak_memory_mb", "device", "precision", "node_id")
 
 
 def trial_key(config: dict[str, Any]) -> str:
@@ -42,6 +42,7 @@ class TrialEvent:
     tunable_params: int | None = None
     epoch: int | None = None
     error: str | None = None
+    pid: int | None = None  # the worker process that reported it
 
 
 @dataclass
@@ -68,7 +69,7 @@ class StoreRecorder(Callback):
     ) -> None:
         key = trial_key(trial.config)
         method, _, _ = split_config(trial.config)
-        self._attempts[key] = self._attempts.get(key, 0) + 1
+        self._attempts.setdefault(key, 1)
         self.store.upsert_trial(
             self.search_name,
             key,
@@ -83,6 +84,8 @@ class StoreRecorder(Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
+        if result.get("error"):
+            return  # a failed outcome, recorded by on_trial_complete
         key = trial_key(trial.config)
         self.store.upsert_epoch(
             self.search_name,
@@ -111,6 +114,7 @@ class StoreRecorder(Callback):
                 result.get("val_acc"),
                 result.get("tunable_params"),
                 int(result["epoch"]),
+                pid=result.get("pid"),
             )
         )
 
@@ -118,8 +122,26 @@ class StoreRecorder(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         result = trial.last_result or {}
+        if result.get("error"):
+            self.failures += 1
+            self._finish(trial, "failed", result, error=str(result["error"]))
+            return
         status = "completed" if finished_training(result) else "pruned"
         self._finish(trial, status, result, error=None)
+
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        """Tune restarts the trial (its worker or node died); it resumes from its checkpoint."""
+        key = trial_key(trial.config)
+        self._attempts[key] = self._attempts.get(key, 1) + 1
+        self.store.upsert_trial(
+            self.search_name,
+            key,
+            status="running",
+            attempts=self._attempts[key],
+            error=_error_text(trial),
+        )
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any

@@ -61,6 +61,7 @@ class SearchPlan:
         seed: Seeds the sampler and every trial's initialisation.
         storage_path: Where Ray keeps trial directories.
         max_failed: Give up after this many failed trials in one run (None: the budget).
+        max_retries: Restarts of a trial whose worker or node died (from its last checkpoint).
         precision: auto, fp32 or bf16.
         options: Extra values recorded with the search (the command line, say).
     """
@@ -78,6 +79,7 @@ class SearchPlan:
     seed: int = 0
     storage_path: Path = Path("ray_results")
     max_failed: int | None = None
+    max_retries: int = 2
     precision: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -283,7 +285,9 @@ def run_search(
                 storage_path=str(Path(plan.storage_path).expanduser().resolve()),
                 callbacks=[recorder],
                 verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),
+                # Retries are for dead workers and nodes: the trial resumes from its last epoch.
+                failure_config=tune.FailureConfig(max_failures=plan.max_retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 stop=FailureStopper(recorder, max_failed),  # counts failures since this call began
             ),
         )

@@ -37,7 +37,7 @@ class ParetoOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
-        if error:
+        if error or (result or {}).get("error"):
             state, values = TrialState.FAIL, None
         elif finished_training(result):
             state, values = TrialState.COMPLETE, [float(result[m]) for m in OBJECTIVES]

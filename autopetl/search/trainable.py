@@ -3,26 +3,35 @@
 The task's tensors arrive once through Ray's object store (``tune.with_parameters``); the frozen
 backbone is built once per worker process and kept in :data:`_BACKBONES`, so with
 ``reuse_actors=True`` a worker's later trials only copy it (methods that patch layers need their
-own copy). Each epoch is reported to Tune; the last report carries the trial's cost figures.
+own copy). Each epoch is reported to Tune with a checkpoint of the training state, so a trial whose
+worker dies resumes from its last epoch; the last report carries the trial's cost figures. A
+configuration that fails by itself (a NaN loss) reports an ``error`` instead of raising, so Tune
+retries only trials whose worker died.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 from timm.models.vision_transformer import VisionTransformer
 
 from autopetl.backbones import BackboneSpec, build_backbone, input_stats
+from autopetl.errors import TrainingDivergedError
 from autopetl.methods import build_method
 from autopetl.pipeline import TaskData, attach
 from autopetl.search.space import split_config
 from autopetl.training import EpochMetrics, TrainConfig, train
 
 _BACKBONES: dict[str, VisionTransformer] = {}
+STATE_FILE = "trainer_state.pt"
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
         "epochs": train_config.epochs,
     }
 
-    def report(m: EpochMetrics, **extra: Any) -> None:
+    def report(m: EpochMetrics, state: dict[str, Any] | None = None, **extra: Any) -> None:
         metrics = dict(
             epoch=m.epoch,
             val_acc=m.val_acc,
@@ -75,16 +84,42 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
             lr=m.lr,
             epoch_seconds=m.seconds,
         )
-        tune.report({**metrics, **params, **extra})
+        if state is None:
+            tune.report({**metrics, **params, **extra})
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # Tune copies it to the trial's storage
+            torch.save(state, Path(tmp) / STATE_FILE)
+            tune.report(
+                {**metrics, **params, **extra}, checkpoint=tune.Checkpoint.from_directory(tmp)
+            )
+
+    states: dict[int, dict[str, Any]] = {}
+
+    def on_checkpoint(m: EpochMetrics, state: dict[str, Any]) -> None:
+        states[m.epoch] = state
 
     def on_epoch(m: EpochMetrics) -> None:
         if m.epoch < train_config.epochs:  # the last epoch is reported below, with the costs
-            report(m)
+            report(m, states.pop(m.epoch))
 
     mean, std = input_stats(backbone)
-    result = train(
-        model, data.train, data.eval, train_config, mean=mean, std=std, on_epoch=on_epoch
-    )
+    try:
+        result = train(
+            model,
+            data.train,
+            data.eval,
+            train_config,
+            mean=mean,
+            std=std,
+            on_epoch=on_epoch,
+            on_checkpoint=on_checkpoint,
+            resume=_resume_state(),
+        )
+    except TrainingDivergedError as exc:
+        # A property of the configuration, not of the worker: report it as this trial's failed
+        # outcome instead of raising, so Tune does not retry it (retries are for dead workers).
+        tune.report({"epoch": 0, "val_acc": math.nan, **params, "error": str(exc)})
+        return
     report(
         result.epochs[-1],
         best_val_acc=result.best_val_acc,
@@ -94,4 +129,15 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
         peak_memory_mb=result.peak_memory_mb,
         device=result.device,
         precision=result.precision,
+        node_id=ray.get_runtime_context().get_node_id(),  # where it ran, for the cluster view
     )
+
+
+def _resume_state() -> dict[str, Any] | None:
+    """The state of this trial's last finished epoch, when Tune restarts it after a failure."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        # weights_only: tensors and plain containers only, no arbitrary pickled objects.
+        return torch.load(Path(directory) / STATE_FILE, weights_only=True)
