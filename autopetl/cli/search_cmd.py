@@ -78,7 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="join a Ray cluster: auto or HOST:PORT (default: a local Ray)",
     )
-    p.add_argument("--storage", type=Path, default=None, help="where Ray keeps trial directories")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="where trial checkpoints live: a path every node shares, or a URI (s3://..., gs://...)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--smoke-test",

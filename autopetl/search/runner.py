@@ -59,7 +59,8 @@ class SearchPlan:
         gpus_per_trial: GPUs per trial; fractions let trials share a GPU.
         max_concurrent: At most this many trials at once (None: as resources allow).
         seed: Seeds the sampler and every trial's initialisation.
-        storage_path: Where Ray keeps trial directories.
+        storage_path: Where Ray keeps trial directories and checkpoints: a local path, a path
+            every node shares, or a URI pyarrow understands (``s3://bucket/prefix``).
         max_failed: Give up after this many failed trials in one run (None: the budget).
         max_retries: Restarts of a trial whose worker or node died (from its last checkpoint).
         precision: auto, fp32 or bf16.
@@ -77,7 +78,7 @@ class SearchPlan:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     seed: int = 0
-    storage_path: Path = Path("ray_results")
+    storage_path: Path | str = Path("ray_results")
     max_failed: int | None = None
     max_retries: int = 2
     precision: str = "auto"
@@ -282,7 +283,7 @@ def run_search(
             ),
             run_config=tune.RunConfig(
                 name=f"{_safe(plan.name)}-{int(time.time())}-{runs}",
-                storage_path=str(Path(plan.storage_path).expanduser().resolve()),
+                storage_path=_storage(plan.storage_path),
                 callbacks=[recorder],
                 verbose=0,
                 # Retries are for dead workers and nodes: the trial resumes from its last epoch.
@@ -309,6 +310,12 @@ def run_search(
         time.perf_counter() - start,
         runs,
     )
+
+
+def _storage(path: Path | str) -> str:
+    """URIs go to Ray as they are (pyarrow filesystems); local paths become absolute."""
+    text = str(path)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
 
 
 def _safe(name: str) -> str:
