@@ -1,0 +1,252 @@
+"""The store's records as pandas frames for the dashboard, and the Pareto fronts of those frames.
+
+Nothing here imports Streamlit, so every function is unit-tested on its own. Accuracies stay
+fractions in [0, 1] as the store keeps them; the figures show percent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from autopetl.store import StoreError, non_dominated, open_store, resolve_url, safe_url
+from autopetl.store.queries import hypervolume
+
+if TYPE_CHECKING:
+    from autopetl.store import EpochRecord, SearchRecord, Store
+
+# The split autopetl evaluate writes test accuracies under (autopetl.evaluation.TEST_SPLIT).
+TEST_SPLIT = "test"
+FINISHED = ("completed", "pruned", "failed")
+# Accuracy columns the Pareto view can plot: the search's objective, or the evaluated test mean.
+ACCURACY_COLUMNS = {"val": "val_acc", "test": "test_mean"}
+TRIAL_COLUMNS = [
+    "id",
+    "search",
+    "task",
+    "trial_key",
+    "number",
+    "method",
+    "status",
+    "val_acc",
+    "tunable_params",
+    "tunable_params_without_head",
+    "wall_time_s",
+    "images_per_s",
+    "peak_memory_mb",
+    "flops",
+    "epochs_done",
+    "best_epoch",
+    "test_mean",
+    "test_std",
+    "test_seeds",
+    "config",
+    "created_at",
+    "finished_at",
+    "error",
+]
+
+
+@dataclass(frozen=True)
+class OpenedStore:
+    """The outcome of opening the dashboard's database without changing it.
+
+    ``store`` is set when there is something to show; otherwise ``problem`` says why not
+    (``missing``: no such SQLite file; ``empty``: no autopetl tables or no searches yet;
+    ``outdated``: an older schema; ``error``: the URL or the server), and ``message`` says it in
+    words, with the password hidden.
+    """
+
+    url: str  # safe to show: password masked
+    store: Store | None
+    problem: str | None = None
+    message: str = ""
+
+
+def open_for_reading(url: str | None) -> OpenedStore:
+    """Open ``url`` (None: ``AUTOPETL_DB``, then the default file) for reading, never creating it.
+
+    A dashboard is a reader: it must not create a SQLite file where a user mistyped a path, nor
+    migrate a database that a running search is writing, so this uses ``upgrade=False`` and
+    checks the file first.
+    """
+    try:
+        resolved = resolve_url(url)
+    except StoreError as exc:
+        return OpenedStore(safe_url(url or ""), None, "error", str(exc))
+    shown = safe_url(resolved)
+    if resolved.get_backend_name() == "sqlite":
+        path = Path(resolved.database or "")
+        if not path.is_file():
+            return OpenedStore(shown, None, "missing", f"there is no database file at {path}")
+    try:
+        store = open_store(resolved, upgrade=False)
+        state = store.schema_state()
+    except StoreError as exc:
+        return OpenedStore(shown, None, "error", str(exc))
+    if state.current is None:
+        store.close()
+        return OpenedStore(shown, None, "empty", "the database has no autopetl tables yet")
+    if not state.up_to_date:
+        store.close()
+        return OpenedStore(
+            shown,
+            None,
+            "outdated",
+            f"the database's schema is at revision {state.current}, older than this autopetl's "
+            f"{state.head}; run `autopetl db upgrade --db '{shown}'` (no search may be running)",
+        )
+    if not store.list_searches():
+        store.close()
+        return OpenedStore(shown, None, "empty", "the database has no searches yet")
+    return OpenedStore(shown, store)
+
+
+def _test_results(store: Store, search: str) -> dict[str, tuple[float, float, int]]:
+    """Trial key -> (mean, sample std, seeds) of its test accuracies, as autopetl evaluate's."""
+    accs: dict[str, list[float]] = {}
+    for ev in store.evaluations(search):
+        if ev.split == TEST_SPLIT and ev.test_acc is not None and math.isfinite(ev.test_acc):
+            accs.setdefault(ev.trial_key, []).append(float(ev.test_acc))
+    return {
+        key: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+        for key, v in accs.items()
+    }
+
+
+def trials_frame(store: Store, searches: list[SearchRecord]) -> pd.DataFrame:
+    """One row per trial of ``searches``: identity, method, status, objectives, costs, test mean.
+
+    ``id`` is ``search/trial_key`` (unique across searches); ``config`` is the trial's dict.
+    """
+    rows: list[dict[str, Any]] = []
+    for search in searches:
+        tests = _test_results(store, search.name)
+        for t in store.trials(search.name):
+            mean, std, seeds = tests.get(t.trial_key, (math.nan, math.nan, 0))
+            rows.append(
+                {
+                    "id": f"{search.name}/{t.trial_key}",
+                    "search": search.name,
+                    "task": search.task,
+                    "trial_key": t.trial_key,
+                    "number": t.number,
+                    "method": t.method or str(t.config.get("method", "?")),
+                    "status": t.status,
+                    "val_acc": _float(t.val_acc),
+                    "tunable_params": _float(t.tunable_params),
+                    "tunable_params_without_head": _float(t.tunable_params_without_head),
+                    "wall_time_s": _float(t.wall_time_s),
+                    "images_per_s": _float(t.images_per_s),
+                    "peak_memory_mb": _float(t.peak_memory_mb),
+                    "flops": _float(t.flops),
+                    "epochs_done": t.epochs_done,
+                    "best_epoch": t.best_epoch,
+                    "test_mean": mean,
+                    "test_std": std,
+                    "test_seeds": seeds,
+                    "config": dict(t.config),
+                    "created_at": pd.Timestamp(t.created_at),
+                    "finished_at": pd.Timestamp(t.finished_at) if t.finished_at else pd.NaT,
+                    "error": t.error,
+                }
+            )
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def _float(value: float | int | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def plotted(frame: pd.DataFrame, accuracy: str = "val") -> pd.DataFrame:
+    """The rows the Pareto view plots: completed trials with a finite accuracy and parameters.
+
+    Stopped-early (pruned) trials are left out: their accuracy is half-trained, the same rule the
+    store's own front follows. With ``accuracy="test"``, only evaluated trials remain.
+    """
+    column = ACCURACY_COLUMNS[accuracy]
+    keep = (
+        (frame["status"] == "completed")
+        & frame[column].map(_finite)
+        & frame["tunable_params"].map(_finite)
+    )
+    return frame[keep]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def front(frame: pd.DataFrame, accuracy: str = "val") -> pd.DataFrame:
+    """The non-dominated rows of :func:`plotted` (accuracy max, parameters min), fewest first."""
+    rows = plotted(frame, accuracy)
+    column = ACCURACY_COLUMNS[accuracy]
+    points = [
+        (float(a), float(p)) for a, p in zip(rows[column], rows["tunable_params"], strict=True)
+    ]
+    keep = non_dominated(list(rows.index), points)
+    return rows.loc[keep]
+
+
+def epochs_frame(epochs: list[EpochRecord]) -> pd.DataFrame:
+    """A trial's learning curve: epoch, val_acc, train_loss, lr, seconds."""
+    return pd.DataFrame(
+        [
+            {
+                "epoch": e.epoch,
+                "val_acc": _float(e.val_acc),
+                "train_loss": _float(e.train_loss),
+                "lr": _float(e.lr),
+                "seconds": _float(e.seconds),
+            }
+            for e in epochs
+        ],
+        columns=["epoch", "val_acc", "train_loss", "lr", "seconds"],
+    )
+
+
+def progress_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Finished trials of one search in finishing order, with the best and hypervolume so far.
+
+    ``best_so_far`` is the best validation accuracy among completed trials up to each row;
+    ``hypervolume_so_far`` is the hypervolume of those trials with one fixed reference for the
+    whole search (accuracy 0, 1.1 x its largest completed parameter count), so the curve can only
+    rise and its steps compare with each other.
+    """
+    done = frame[frame["status"].isin(FINISHED) & frame["finished_at"].notna()]
+    done = done.sort_values(["finished_at", "number"], kind="stable").reset_index(drop=True)
+    ok = plotted(done)
+    reference = (0.0, 1.1 * float(ok["tunable_params"].max())) if len(ok) else None
+    points: list[tuple[float, float]] = []
+    best, hvs = [], []
+    current = math.nan
+    for i, row in done.iterrows():
+        if i in ok.index:
+            acc = float(row["val_acc"])
+            points.append((acc, float(row["tunable_params"])))
+            current = acc if math.isnan(current) else max(current, acc)
+        best.append(current)
+        hvs.append(hypervolume(points, reference) if points else 0.0)
+    out = done.assign(best_so_far=best, hypervolume_so_far=hvs)
+    start = frame["created_at"].min()
+    out["elapsed_min"] = (out["finished_at"] - start).dt.total_seconds() / 60.0
+    return out
+
+
+def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The trial table as shown and downloaded: ``config`` as a JSON string, costs as numbers."""
+    out = frame.drop(columns=["id"]).copy()
+    out["config"] = out["config"].map(lambda c: json.dumps(c, sort_keys=True, default=str))
+    return out
+
+
+def config_lines(config: dict[str, Any]) -> list[str]:
+    """``key = value`` lines of a trial's config, method first, floats to 4 significant digits."""
+    items = sorted(config.items(), key=lambda kv: (kv[0] != "method", kv[0]))
+    return [f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in items]

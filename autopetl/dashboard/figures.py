@@ -1,0 +1,286 @@
+"""Plotly figures of the dashboard: the Pareto front, a learning curve, a search's progress.
+
+Every figure is built from the frames of :mod:`autopetl.dashboard.data` and holds plain lists
+(not numpy arrays), so its JSON is readable by the tests as well as by the browser. Accuracy is
+shown in percent, the unit the papers print.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from autopetl.dashboard.data import ACCURACY_COLUMNS, config_lines, front, plotted
+
+FRONT_TRACE = "Pareto front"
+# The papers' Table 1 order, so a method keeps its colour on every chart and in every session.
+METHOD_ORDER = (
+    "full",
+    "linear",
+    "partial",
+    "mlp",
+    "sidetune",
+    "bias",
+    "adapter",
+    "lora",
+    "vpt",
+    "dvpt",
+)
+# D3's colours, the prompt methods (the papers' subject) and the strongest baselines brightest.
+METHOD_COLORS = {
+    "full": "#8c564b",
+    "linear": "#7f7f7f",
+    "partial": "#bcbd22",
+    "mlp": "#17becf",
+    "sidetune": "#e377c2",
+    "bias": "#9467bd",
+    "adapter": "#ff7f0e",
+    "lora": "#2ca02c",
+    "vpt": "#1f77b4",
+    "dvpt": "#d62728",
+}
+PALETTE = qualitative.Dark2
+STATUS_COLORS = {"completed": "#2ca02c", "pruned": "#ff7f0e", "failed": "#d62728"}
+PARAMS_AXIS = "tunable parameters (head included, log scale)"
+
+
+@dataclass(frozen=True)
+class PublishedPoint:
+    """A paper's result on one task: accuracy as a fraction; parameters (head excluded) if known."""
+
+    label: str
+    acc: float
+    params: float | None
+
+
+def method_rank(method: str) -> tuple[int, str]:
+    """Sort key: the papers' order, then other methods alphabetically."""
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def method_color(method: str) -> str:
+    """A fixed colour per method; a method added later hashes into a second palette."""
+    return METHOD_COLORS.get(method) or PALETTE[sum(map(ord, method)) % len(PALETTE)]
+
+
+def _num(value: float, fmt: str, unit: str = "") -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:{fmt}}{unit}"
+
+
+def hover_text(row: pd.Series) -> str:
+    """The full story of a trial on hover: accuracy, parameters, cost and every config value."""
+    lines = [
+        f"<b>{row['method']}</b> · trial {row['trial_key']} of {row['search']}",
+        f"val acc {_num(100 * row['val_acc'], '.2f', ' %')}",
+    ]
+    if row["test_seeds"]:
+        lines.append(
+            f"test acc {100 * row['test_mean']:.2f} ± {100 * row['test_std']:.2f} % "
+            f"({row['test_seeds']} seed{'s' if row['test_seeds'] != 1 else ''})"
+        )
+    lines += [
+        f"tunable params {_num(row['tunable_params'], ',.0f')} "
+        f"({_num(row['tunable_params_without_head'], ',.0f')} without head)",
+        f"wall {_num(row['wall_time_s'], '.1f', ' s')} · {_num(row['images_per_s'], '.0f')} img/s"
+        f" · peak {_num(row['peak_memory_mb'], '.0f', ' MB')}",
+        "<i>config</i>",
+        *config_lines(row["config"]),
+    ]
+    return "<br>".join(lines)
+
+
+def pareto_figure(
+    frame: pd.DataFrame,
+    *,
+    accuracy: str = "val",
+    published: Sequence[PublishedPoint] = (),
+    title: str | None = None,
+    height: int = 480,
+) -> go.Figure:
+    """Accuracy against tunable parameters: one trace per method, then the front as a step line.
+
+    Each point's ``ids`` and ``customdata`` are its ``search/trial_key``. The front trace, named
+    :data:`FRONT_TRACE`, holds exactly the non-dominated trials of :func:`data.front`; ``hv``
+    steps draw the boundary of the region they dominate. ``published`` points with a parameter
+    count are grey crosses; those without one are dotted horizontal lines.
+    """
+    column = ACCURACY_COLUMNS[accuracy]
+    rows = plotted(frame, accuracy)
+    fig = go.Figure()
+    for method in sorted(rows["method"].unique(), key=method_rank):
+        sub = rows[rows["method"] == method]
+        error = None
+        if accuracy == "test":
+            error = {"type": "data", "array": (100 * sub["test_std"]).tolist(), "visible": True}
+        fig.add_trace(
+            go.Scatter(
+                x=sub["tunable_params"].tolist(),
+                y=(100 * sub[column]).tolist(),
+                mode="markers",
+                name=method,
+                ids=sub["id"].tolist(),
+                customdata=sub["id"].tolist(),
+                hovertext=[hover_text(r) for _, r in sub.iterrows()],
+                hoverinfo="text",
+                marker={"color": method_color(method), "size": 10, "opacity": 0.85},
+                error_y=error,
+            )
+        )
+    best = front(frame, accuracy)
+    fig.add_trace(
+        go.Scatter(
+            x=best["tunable_params"].tolist(),
+            y=(100 * best[column]).tolist(),
+            mode="lines+markers",
+            line_shape="hv",
+            name=FRONT_TRACE,
+            ids=best["id"].tolist(),
+            customdata=best["id"].tolist(),
+            line={"color": "black", "width": 2},
+            marker={"symbol": "circle-open", "size": 16, "color": "black"},
+            hoverinfo="skip",
+        )
+    )
+    _add_published(fig, published)
+    label = "validation accuracy (%)" if accuracy == "val" else "test accuracy (%), mean ± std"
+    fig.update_layout(
+        title=title,
+        height=height,
+        xaxis={"type": "log", "title": PARAMS_AXIS},
+        yaxis={"title": label},
+        legend={"title": "method"},
+        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
+        hoverlabel={"align": "left"},
+    )
+    return fig
+
+
+def _add_published(fig: go.Figure, published: Iterable[PublishedPoint]) -> None:
+    points = [p for p in published if p.params]
+    if points:
+        fig.add_trace(
+            go.Scatter(
+                x=[p.params for p in points],
+                y=[100 * p.acc for p in points],
+                mode="markers+text",
+                name="published",
+                text=[p.label for p in points],
+                textposition="top center",
+                textfont={"size": 10, "color": "#555"},
+                hovertext=[
+                    f"<b>{p.label}</b><br>test acc {100 * p.acc:.1f} %<br>"
+                    f"{p.params:,.0f} tunable params (head excluded)"
+                    for p in points
+                ],
+                hoverinfo="text",
+                marker={"symbol": "x", "size": 10, "color": "#777"},
+            )
+        )
+    # A row without a parameter count has no x: a horizontal line at its accuracy.
+    for p in published:
+        if not p.params:
+            fig.add_hline(
+                y=100 * p.acc,
+                line={"dash": "dot", "color": "#999", "width": 1},
+                annotation_text=p.label,
+                annotation_position="top left",
+                annotation_font={"size": 10, "color": "#777"},
+            )
+
+
+def learning_curve_figure(epochs: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Validation accuracy (left axis) and training loss (right axis) per epoch."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(
+        go.Scatter(
+            x=epochs["epoch"].tolist(),
+            y=(100 * epochs["val_acc"]).tolist(),
+            mode="lines+markers",
+            name="val acc (%)",
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=epochs["epoch"].tolist(),
+            y=epochs["train_loss"].tolist(),
+            mode="lines+markers",
+            name="train loss",
+            line={"dash": "dash"},
+        ),
+        secondary_y=True,
+    )
+    fig.update_layout(title=title, height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_xaxes(title="epoch", dtick=1)
+    fig.update_yaxes(title="validation accuracy (%)", secondary_y=False)
+    fig.update_yaxes(title="training loss", secondary_y=True)
+    return fig
+
+
+def progress_figure(progress: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Trials as they finished (by status), the best accuracy so far, and the hypervolume so far."""
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.65, 0.35],
+        vertical_spacing=0.06,
+    )
+    times = progress["finished_at"].dt.to_pydatetime().tolist()
+    for status, color in STATUS_COLORS.items():
+        sub = progress[progress["status"] == status]
+        if sub.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=sub["finished_at"].dt.to_pydatetime().tolist(),
+                y=(100 * sub["val_acc"]).tolist(),
+                mode="markers",
+                name=status,
+                marker={"color": color, "size": 8},
+                customdata=sub["id"].tolist(),
+                hovertext=[
+                    f"{r['method']} · trial {r['trial_key']}<br>val acc "
+                    f"{_num(100 * r['val_acc'], '.2f', ' %')}"
+                    for _, r in sub.iterrows()
+                ],
+                hoverinfo="text",
+            ),
+            row=1,
+            col=1,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=times,
+            y=(100 * progress["best_so_far"]).tolist(),
+            mode="lines",
+            line_shape="hv",
+            name="best so far",
+            line={"color": "black"},
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=times,
+            y=progress["hypervolume_so_far"].tolist(),
+            mode="lines",
+            line_shape="hv",
+            name="hypervolume so far",
+            line={"color": "#1f77b4"},
+        ),
+        row=2,
+        col=1,
+    )
+    fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_yaxes(title="val accuracy (%)", row=1, col=1)
+    fig.update_yaxes(title="hypervolume", row=2, col=1)
+    fig.update_xaxes(title="finished at (UTC)", row=2, col=1)
+    return fig

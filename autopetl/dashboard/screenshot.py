@@ -1,0 +1,191 @@
+"""Screenshot a running dashboard with headless Chromium, once its plotly charts have rendered.
+
+``chromium --headless --screenshot`` alone captures Streamlit's loading skeleton: the page's load
+event fires before the app's websocket has delivered anything, and ``--virtual-time-budget`` does
+not wait for websocket traffic. So this drives Chromium over the DevTools protocol instead: open
+the page, poll the DOM until a ``.js-plotly-plot`` has drawn its ``main-svg``, let it settle,
+then capture. Used by tests/test_dashboard_browser.py and to make docs/dashboard.png::
+
+    python -m autopetl.dashboard.screenshot http://127.0.0.1:8501 docs/dashboard.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",  # root in a container: the sandbox needs user namespaces it may not have
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # Nothing but the page: no update checks, sync, field trials or component downloads.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+)
+# The count of drawn plotly charts: each draws its axes into an <svg class="main-svg">.
+PLOTS_JS = "document.querySelectorAll('.js-plotly-plot .main-svg').length"
+# Streamlit shows this widget while a script run is in progress.
+RUNNING_JS = "document.querySelectorAll('[data-testid=\"stStatusWidget\"]').length"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What the page looked like: PNG bytes, the rendered DOM, and how many charts were drawn."""
+
+    png: bytes
+    dom: str
+    plots: int
+
+
+def find_chromium() -> str | None:
+    """The Chromium binary (Debian's ``chromium``, or ``chromium-browser``), if installed."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+class _DevTools:
+    """A minimal synchronous DevTools-protocol client over one page target's websocket."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        call_id = next(self._ids)
+        self._ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:  # skip events until our answer arrives
+            message = json.loads(self._ws.recv(timeout=60))
+            if message.get("id") == call_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result.get("result", {}).get("value")
+
+
+def _devtools_port(profile: Path, proc: subprocess.Popen[bytes], deadline: float) -> int:
+    port_file = profile / "DevToolsActivePort"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"chromium exited with status {proc.returncode} before starting")
+        if port_file.is_file():
+            lines = port_file.read_text().split()
+            if lines:
+                return int(lines[0])
+        time.sleep(0.1)
+    raise TimeoutError("chromium did not open its DevTools port")
+
+
+def capture(
+    url: str,
+    *,
+    chromium: str | None = None,
+    width: int = 1400,
+    height: int = 1000,
+    min_plots: int = 1,
+    timeout: float = 90.0,
+    settle: float = 2.0,
+) -> Capture:
+    """Open ``url``, wait for ``min_plots`` drawn plotly charts and an idle app, and capture.
+
+    Raises:
+        RuntimeError: Chromium is missing or failed.
+        TimeoutError: The charts did not render within ``timeout`` seconds (the capture taken at
+            that moment is in the message's ``capture`` attribute for debugging).
+    """
+    binary = chromium or find_chromium()
+    if binary is None:
+        raise RuntimeError("chromium is not installed (apt-get install chromium)")
+    deadline = time.monotonic() + timeout
+    with tempfile.TemporaryDirectory(prefix="autopetl-chromium-") as tmp:
+        profile = Path(tmp)
+        proc = subprocess.Popen(
+            [
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",  # any free port, written to DevToolsActivePort
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            port = _devtools_port(profile, proc, deadline)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
+                targets = json.load(r)
+            page = next(t for t in targets if t.get("type") == "page")
+            from websockets.sync.client import connect  # a dependency of streamlit
+
+            with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:
+                tools = _DevTools(ws)
+                tools.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    width=width,
+                    height=height,
+                    deviceScaleFactor=1,
+                    mobile=False,
+                )
+                tools.call("Page.navigate", url=url)
+                plots = 0
+                while time.monotonic() < deadline:
+                    plots = int(tools.evaluate(PLOTS_JS) or 0)
+                    if plots >= min_plots and not tools.evaluate(RUNNING_JS):
+                        break
+                    time.sleep(0.5)
+                time.sleep(settle)  # plotly lays out text and legends after the first draw
+                plots = int(tools.evaluate(PLOTS_JS) or 0)
+                shot = tools.call("Page.captureScreenshot", format="png")
+                dom = str(tools.evaluate("document.documentElement.outerHTML") or "")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    result = Capture(base64.b64decode(shot["data"]), dom, plots)
+    if plots < min_plots:
+        error = TimeoutError(f"{plots} plotly chart(s) drawn after {timeout:.0f} s at {url}")
+        error.capture = result  # type: ignore[attr-defined]
+        raise error
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--height", type=int, default=1000)
+    args = parser.parse_args(argv)
+    shot = capture(args.url, width=args.width, height=args.height)
+    args.output.write_bytes(shot.png)
+    print(f"{args.output}: {shot.plots} chart(s) drawn")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,274 @@
+"""The Streamlit dashboard under streamlit.testing's AppTest, on a database of a real smoke search."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from autopetl.cli import main
+from autopetl.cli.dashboard_cmd import app_path, streamlit_command
+from autopetl.dashboard import data, figures
+from autopetl.store import non_dominated, open_store
+
+APP = Path(__file__).resolve().parents[1] / "app" / "dashboard.py"
+TASK = "vtab/dsprites_loc"
+SEARCH = "dash-smoke"
+
+
+@pytest.fixture(scope="module")
+def search_db(ray_session, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite file holding one real smoke search: 6 trials of the default space, 2 epochs."""
+    from autopetl.backbones import SMOKE_BACKBONE
+    from autopetl.pipeline import load_task_data
+    from autopetl.search.runner import SearchPlan, run_search
+    from autopetl.search.space import load_space, with_epochs
+    from autopetl.tasks import get_task
+
+    base = tmp_path_factory.getbasetemp()
+    url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'search.db'}"
+    with pytest.MonkeyPatch.context() as mp:  # the autouse isolation is function-scoped
+        mp.setenv("AUTOPETL_CACHE", str(base / "cache"))
+        data_ = load_task_data(get_task(TASK), 32, train_limit=128)
+        store = open_store(url)
+        plan = SearchPlan(
+            name=SEARCH,
+            data=data_,
+            space=with_epochs(load_space("default"), 2),
+            budget=6,
+            backbone=SMOKE_BACKBONE,
+            storage_path=base / "dashboard-ray",
+        )
+        assert run_search(plan, store).status == "completed"
+        store.close()
+    return url
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, url: str) -> AppTest:
+    monkeypatch.setenv("AUTOPETL_DB", url)
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _spec(at: AppTest, key: str) -> dict[str, Any]:
+    for chart in at.get("plotly_chart"):
+        if chart.proto.id and key in chart.proto.id:
+            return json.loads(chart.proto.spec)
+    raise AssertionError(f"no plotly chart with key {key!r}")
+
+
+def _traces(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in spec["data"]}
+
+
+def _texts(at: AppTest) -> str:
+    parts = [
+        e.value
+        for kind in ("info", "error", "warning", "markdown", "caption")
+        for e in at.get(kind)
+    ]
+    parts += [e.value for e in at.get("code")]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_app_runs_on_a_real_search(search_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _run(monkeypatch, search_db)
+    assert not at.error
+    assert [t.label for t in at.tabs] == [
+        "Pareto front",
+        "Compare",
+        "Search progress",
+        "Trials",
+        "Report",
+    ]
+    assert at.selectbox(key="task").value == TASK
+    # Pareto, learning curve, compare and progress charts are all drawn.
+    for key in ("pareto_chart", "curve", f"compare:{TASK}", "progress_chart"):
+        assert _spec(at, key)["data"]
+    progress = _traces(_spec(at, "progress_chart"))
+    assert len(progress["completed"]["x"]) == sum(
+        1 for t in open_store(search_db).trials(SEARCH) if t.status == "completed"
+    )
+    # No evaluations yet: the report tab explains how to get them instead of failing.
+    assert "autopetl evaluate" in _texts(at)
+
+
+def test_pareto_front_trace_is_exactly_the_non_dominated_trials(
+    search_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _run(monkeypatch, search_db)
+    spec = _spec(at, "pareto_chart")
+    traces = _traces(spec)
+    store = open_store(search_db)
+    trials = store.trials(SEARCH)
+    expected = [f"{SEARCH}/{t.trial_key}" for t in store.pareto_front(task=TASK)]
+    front = traces.pop(figures.FRONT_TRACE)
+    assert front["ids"] == expected  # same trials, same order (fewest parameters first)
+    assert front["line"]["shape"] == "hv"
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    # Every completed trial is a point of its method's trace, with its config on hover.
+    completed = {f"{SEARCH}/{t.trial_key}": t for t in trials if t.status == "completed"}
+    points = {i: (name, tr) for name, tr in traces.items() for i in tr["ids"]}
+    assert set(points) == set(completed)
+    for trial_id, (name, trace) in points.items():
+        trial = completed[trial_id]
+        assert name == trial.method
+        hover = trace["hovertext"][trace["ids"].index(trial_id)]
+        assert f"method = {trial.method}" in hover and "img/s" in hover
+        y = trace["y"][trace["ids"].index(trial_id)]
+        assert math.isclose(y, 100 * trial.val_acc)
+
+
+def test_methods_filter_changes_what_is_shown(
+    search_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _run(monkeypatch, search_db)
+    methods = at.multiselect(key="methods")
+    assert len(methods.options) >= 2, "the smoke search drew a single method; change its seed"
+    keep = methods.options[-1]
+    at = methods.set_value([keep]).run()
+    assert not at.exception
+    traces = _traces(_spec(at, "pareto_chart"))
+    assert set(traces) == {keep, figures.FRONT_TRACE}
+    store = open_store(search_db)
+    mine = [t for t in store.trials(SEARCH, "completed") if t.method == keep]
+    expected = non_dominated(
+        [f"{SEARCH}/{t.trial_key}" for t in mine], [(t.val_acc, t.tunable_params) for t in mine]
+    )
+    assert traces[figures.FRONT_TRACE]["ids"] == expected
+    # The trial table follows the same filter.
+    trials_tab = next(t for t in at.tabs if t.label == "Trials")
+    shown = trials_tab.dataframe[0].value
+    assert set(shown["method"]) == {keep}
+    assert len(shown) == len([t for t in store.trials(SEARCH) if t.method == keep])
+
+
+def test_selecting_a_trial_shows_its_learning_curve(
+    search_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _run(monkeypatch, search_db)
+    box = at.selectbox(key="trial:None")
+    assert box.value == box.options[0].split(" · ")[0]  # the front's first trial by default
+    other = box.options[-1].split(" · ")[0]  # options are shown as "search/key · method · acc"
+    at = box.set_value(other).run()
+    curve = _spec(at, "curve")
+    assert other in curve["layout"]["title"]["text"]
+    key = other.split("/", 1)[1]
+    epochs = open_store(search_db).epochs(SEARCH, key)
+    val = _traces(curve)["val acc (%)"]
+    assert val["x"] == [e.epoch for e in epochs] == [1, 2]
+    assert val["y"] == pytest.approx([100 * e.val_acc for e in epochs])
+
+
+def test_test_accuracy_with_error_bars_once_evaluated(
+    search_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A copy, so the other tests keep a database without evaluations.
+    copy = tmp_path / "evaluated.db"
+    with sqlite3.connect(search_db.removeprefix("sqlite:///")) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    url = f"sqlite:///{copy}"
+    store = open_store(url)
+    completed = store.trials(SEARCH, "completed")
+    evaluated = completed[:2]
+    for i, t in enumerate(evaluated):
+        for seed, acc in enumerate((0.5 + 0.1 * i, 0.6 + 0.1 * i)):
+            store.upsert_evaluation(SEARCH, t.trial_key, seed=seed, split="test", test_acc=acc)
+    at = _run(monkeypatch, url)
+    at = at.radio(key="accuracy").set_value("test").run()
+    traces = _traces(_spec(at, "pareto_chart"))
+    front = traces.pop(figures.FRONT_TRACE)
+    assert {i for tr in traces.values() for i in tr["ids"]} == {
+        f"{SEARCH}/{t.trial_key}" for t in evaluated
+    }
+    for trace in traces.values():
+        assert trace["error_y"]["array"] == pytest.approx([100 * 0.0707107] * len(trace["ids"]))
+    # Test means 0.55 and 0.65: the front is every evaluated trial that no other one dominates.
+    means = {f"{SEARCH}/{t.trial_key}": 0.55 + 0.1 * i for i, t in enumerate(evaluated)}
+    expected = non_dominated(
+        list(means), [(means[k], t.tunable_params) for k, t in zip(means, evaluated, strict=True)]
+    )
+    assert front["ids"] == expected
+
+
+def test_missing_database_shows_how_to_run_a_search(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nothing-here.db"
+    at = _run(monkeypatch, f"sqlite:///{missing}")
+    text = _texts(at)
+    assert "no database file" in text and "autopetl search --task" in text
+    assert not at.get("plotly_chart")
+    assert not missing.exists()  # a reader never creates the file
+
+
+def test_empty_database_shows_how_to_run_a_search(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    open_store(sqlite_url).close()  # the schema, but no searches
+    at = _run(monkeypatch, sqlite_url)
+    assert "no searches yet" in _texts(at)
+    assert "autopetl search --task" in _texts(at)
+
+
+def test_unreachable_server_shows_an_error_without_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    at = _run(monkeypatch, "postgresql+psycopg://alice:s3cret-pw@127.0.0.1:1/autopetl")
+    assert at.error
+    text = _texts(at)
+    assert "alice:***@127.0.0.1" in text and "s3cret-pw" not in text
+
+
+# -- the data functions behind the views ----------------------------------------------------------
+def test_progress_frame_best_and_hypervolume_never_fall(search_db: str) -> None:
+    store = open_store(search_db)
+    frame = data.trials_frame(store, [store.get_search(SEARCH)])
+    progress = data.progress_frame(frame)
+    assert list(progress["finished_at"]) == sorted(progress["finished_at"])
+    done = progress[progress["status"] == "completed"]
+    assert list(done["best_so_far"]) == pytest.approx(list(done["val_acc"].cummax()))
+    hv = list(progress["hypervolume_so_far"])
+    assert hv == sorted(hv) and hv[-1] > 0
+
+
+def test_table_frame_is_csv_ready(search_db: str) -> None:
+    store = open_store(search_db)
+    table = data.table_frame(data.trials_frame(store, [store.get_search(SEARCH)]))
+    assert "id" not in table.columns
+    configs = [json.loads(c) for c in table["config"]]
+    assert all("method" in c for c in configs)
+    assert pd.read_csv(__import__("io").StringIO(table.to_csv(index=False))).shape == table.shape
+
+
+# -- the command -----------------------------------------------------------------------------------
+def test_command_runs_the_repository_app_locally_with_error_details_hidden() -> None:
+    assert app_path() == APP
+    command = streamlit_command(app_path(), "127.0.0.1", 8765)
+    assert command[-1] == str(APP)  # options first: after the script they would be its argv
+    opts = dict(zip(command[4:-1:2], command[5:-1:2], strict=True))
+    assert opts["--server.address"] == "127.0.0.1"
+    assert opts["--client.showErrorDetails"] == "none"
+    assert opts["--browser.gatherUsageStats"] == "false"
+    assert opts["--server.headless"] == "true"
+
+
+def test_command_refuses_a_busy_port_and_a_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["dashboard", "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert main(["dashboard", "--db", "mysql://u:pw@h/db"]) == 2
+    err = capsys.readouterr().err
+    assert "unsupported database" in err and ":pw@" not in err
