@@ -114,6 +114,7 @@ def ray_session():
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray.init(
+        address="local",  # a private instance, never a cluster some `ray start` left behind
         num_cpus=4,
         num_gpus=2,
         include_dashboard=False,

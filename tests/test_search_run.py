@@ -184,3 +184,42 @@ def test_a_killed_trial_resumes_from_its_last_epoch(ray_session, tmp_path, sqlit
     assert seen[:2] == [1, 2] and seen[-1] == 5
     assert 1 not in seen[2:], f"the trial started over: {seen}"  # resumed, not restarted
     assert [e.epoch for e in store.epochs("killed", trial.trial_key)] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "random", "grid"])
+def test_every_sampler_runs_a_search(ray_session, tmp_path, sqlite_url, sampler):
+    store = open_store(sqlite_url)
+    space = _space(
+        "methods: {vpt: {prompt_length: {type: categorical, choices: [1, 4]}, deep: false}}\ntrain: {lr: {type: categorical, choices: [1.0e-3, 1.0e-2]}, epochs: 1}"
+    )
+    outcome = run_search(_plan(tmp_path, sampler, _toy_task(64), space, 4, sampler=sampler), store)
+    trials = store.trials(sampler)
+    assert outcome.status == "completed" and len(trials) == 4
+    if sampler == "grid":  # the grid visits each of its 4 cells once
+        cells = {(t.config["vpt.prompt_length"], t.config["lr"]) for t in trials}
+        assert len(cells) == 4
+
+
+def test_a_task_list_runs_one_search_per_task(ray_session, tmp_path, sqlite_url, capsys):
+    from autopetl.cli import main
+
+    args = [
+        "search",
+        "--task",
+        "vtab/dsprites_loc,vtab/dsprites_ori",
+        "--budget",
+        "2",
+        "--smoke-test",
+        "--epochs",
+        "1",
+    ]
+    assert (
+        main([*args, "--db", sqlite_url, "--name", "pair", "--storage", str(tmp_path / "ray")]) == 0
+    )
+    store = open_store(sqlite_url)
+    searches = {s.name: s for s in store.list_searches()}
+    assert set(searches) == {"pair-dsprites_loc", "pair-dsprites_ori"}
+    assert searches["pair-dsprites_ori"].task == "vtab/dsprites_ori"
+    assert all(len(store.trials(name)) == 2 for name in searches)
+    out = capsys.readouterr().out
+    assert "Pareto front of pair-dsprites_loc" in out and "Pareto front of pair-dsprites_ori" in out

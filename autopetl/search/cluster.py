@@ -26,7 +26,9 @@ def connect(address: str | None, *, database_url: str, num_cpus: int | None = No
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         ray.init(
-            address=address or None,
+            # "local" starts a private instance even when `ray start` left a cluster on this
+            # machine (ray.init() would silently join that one).
+            address=address or "local",
             num_cpus=None if address else num_cpus,
             include_dashboard=False,
             log_to_driver=False,

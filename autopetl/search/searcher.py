@@ -45,7 +45,12 @@ class ParetoOptunaSearch(OptunaSearch):
             state, values = TrialState.PRUNED, None
         try:
             self._ot_study.tell(ot_trial, values, state=state)
-        except Exception as exc:  # e.g. a NaN value; the trial must not stop the search
-            log.warning("optuna could not record trial %s: %s", ot_trial.number, exc)
-            self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+        except Exception as exc:  # the trial must not stop the search
+            # Either the values were refused (NaN), or the tell went through and a sampler hook
+            # failed after it: GridSampler calls study.stop() when the grid is done, which raises
+            # outside study.optimize(). Only an unrecorded trial is marked FAIL.
+            stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            if not stored.state.is_finished():
+                log.warning("optuna could not record trial %s: %s", ot_trial.number, exc)
+                self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
         self._completed_trials.add(trial_id)
