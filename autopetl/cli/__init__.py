@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "search_cmd",
     "evaluate_cmd",
     "report_cmd",
+    "serve_cmd",
     "dashboard_cmd",
     "store_cmd",
 )

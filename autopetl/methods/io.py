@@ -15,12 +15,14 @@ differs. In eval mode the loaded model computes bit for bit what the saved one d
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
@@ -33,6 +35,8 @@ from autopetl.methods.registry import build_method
 WEIGHTS_FILE = "tunable.safetensors"
 CONFIG_FILE = "method.json"
 FORMAT_VERSION = 1
+# The seed of every rebuildable random-init backbone (see rebuildable_backbone).
+RANDOM_INIT_SEED = 0
 
 
 @dataclass
@@ -53,12 +57,46 @@ def _version() -> str:
         return "unknown"
 
 
+def frozen_digest(backbone: VisionTransformer) -> str:
+    """SHA-256 of a backbone's weights and buffers, head excluded (the head is per task)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        if name.startswith("head."):
+            continue
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def rebuildable_backbone(
+    spec: BackboneSpec, num_classes: int, seed: int = RANDOM_INIT_SEED
+) -> VisionTransformer:
+    """:func:`build_backbone`, but a random-init one (``weights none``) comes from a fixed seed.
+
+    The trunk is built with no head under ``seed`` in a forked RNG (the caller's random state is
+    untouched), then given a ``num_classes`` head: the head's size would otherwise change how much
+    randomness the trunk's initialisation consumes, and tasks with different class counts must
+    share one frozen trunk. Real weights (hub or a file) are built as usual.
+    """
+    if spec.weights != "none":
+        return build_backbone(spec, num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = build_backbone(spec, 0)
+    backbone.reset_classifier(num_classes)
+    backbone.requires_grad_(False)
+    return backbone
+
+
 def save_tunable(
     model: PetlModel,
     method: Method,
     backbone_spec: dict[str, Any],
     num_classes: int,
     directory: str | Path,
+    *,
+    backbone_init: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``tunable.safetensors`` and ``method.json`` into ``directory`` (created if needed).
 
@@ -68,6 +106,8 @@ def save_tunable(
         backbone_spec: ``BackboneSpec.to_dict()`` of the frozen backbone.
         num_classes: Classes of the task head.
         directory: Where to write; existing files of the same names are replaced.
+        backbone_init: For a backbone from :func:`rebuildable_backbone` with ``weights none``:
+            ``{"seed": ..., "sha256": frozen_digest(backbone)}``, so loading can rebuild it.
 
     Returns:
         The directory.
@@ -87,6 +127,11 @@ def save_tunable(
         "num_classes": int(num_classes),
         "autopetl_version": _version(),
     }
+    if backbone_init is not None:
+        meta["backbone_init"] = {
+            "seed": int(backbone_init["seed"]),
+            "sha256": str(backbone_init["sha256"]),
+        }
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return out
 
@@ -115,13 +160,41 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
+def backbone_of(meta: dict[str, Any], directory: str | Path = "") -> VisionTransformer:
+    """The frozen backbone an artifact's ``method.json`` describes, built afresh.
+
+    Raises:
+        WeightsError: Real weights cannot be loaded, or a random-init backbone was not recorded
+            as rebuildable (``backbone_init``), or rebuilding it gives other weights.
+    """
+    spec = BackboneSpec(**meta["backbone"])
+    num_classes = int(meta["num_classes"])
+    if spec.weights != "none":
+        return build_backbone(spec, num_classes)
+    init = meta.get("backbone_init")
+    if not isinstance(init, dict) or "seed" not in init or "sha256" not in init:
+        raise WeightsError(
+            f"the artifact in {directory} was trained on a randomly initialised backbone "
+            f"(weights none), which cannot be rebuilt; pass the same backbone to load_tunable"
+        )
+    backbone = rebuildable_backbone(spec, num_classes, int(init["seed"]))
+    if frozen_digest(backbone) != init["sha256"]:
+        raise WeightsError(
+            f"rebuilding the random-init backbone of {directory} from seed {init['seed']} gave "
+            f"other weights than it was trained on (another timm or torch version?); "
+            f"evaluate the configuration again with this installation"
+        )
+    return backbone
+
+
 def load_tunable(directory: str | Path, backbone: VisionTransformer | None = None) -> Artifact:
     """Rebuild a saved model on a fresh frozen backbone and load its tunable weights.
 
     Args:
         directory: An artifact written by :func:`save_tunable`.
         backbone: The frozen backbone to attach to; it is changed in place (pass a copy to keep
-            yours). When None it is built from the saved spec, which must name real weights.
+            yours). When None it is built from the saved spec: real weights, or a random init
+            recorded in ``backbone_init`` (rebuilt from its seed and checked against its digest).
 
     Raises:
         ConfigError: A file is missing or corrupt, or the weights do not fit the method.
@@ -135,12 +208,7 @@ def load_tunable(directory: str | Path, backbone: VisionTransformer | None = Non
     spec = BackboneSpec(**meta["backbone"])
     num_classes = int(meta["num_classes"])
     if backbone is None:
-        if spec.weights == "none":
-            raise WeightsError(
-                f"the artifact in {directory} was trained on a randomly initialised backbone "
-                f"(weights none), which cannot be rebuilt; pass the same backbone to load_tunable"
-            )
-        backbone = build_backbone(spec, num_classes)
+        backbone = backbone_of(meta, directory)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -1,0 +1,127 @@
+"""``autopetl serve``: the chosen configurations over HTTP, one frozen backbone per deployment."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from autopetl.cli._console import console, err_console
+from autopetl.cli.store_cmd import add_db_option
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the best evaluated configurations over HTTP (Ray Serve)",
+        description=(
+            "Serve evaluated configurations with Ray Serve: one deployment per frozen backbone, "
+            "every task's tunable weights multiplexed on it. POST /v1/tasks/TASK/predict with an "
+            "image; GET /v1/tasks; GET /healthz; the OpenAPI schema is at /docs (docs/SERVING.md)."
+        ),
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--task",
+        nargs="+",
+        metavar="T",
+        help="tasks to serve, each with its best evaluated configuration (every search pooled)",
+    )
+    which.add_argument("--search", metavar="NAME", help="the best evaluated configuration of NAME")
+    which.add_argument("--trial", metavar="SEARCH:KEY", help="one evaluated trial")
+    p.add_argument("--max-params", type=int, default=None, help="with --task: a parameter budget")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=1, help="replicas per backbone deployment")
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=1,
+        help="above 1, batch concurrent requests of a replica (@serve.batch)",
+    )
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill"
+    )
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body")
+    p.add_argument(
+        "--max-pixels", type=int, default=4096 * 4096, help="largest width x height of an image"
+    )
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="allow artifacts trained on a random-init backbone (smoke tests); refused otherwise",
+    )
+    add_db_option(p)
+    p.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from autopetl.serving import ServeError
+
+    if args.replicas < 1:
+        raise ServeError(f"--replicas must be at least 1, got {args.replicas}")
+    if args.max_batch_size < 1:
+        raise ServeError(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
+    if not 0 < args.port < 65536:
+        raise ServeError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_body_mb <= 0 or args.max_pixels < 1 or args.batch_wait_ms < 0:
+        raise ServeError("--max-body-mb and --max-pixels must be positive, --batch-wait-ms >= 0")
+
+
+def run(args: argparse.Namespace) -> int:
+    from autopetl.serving import ImageLimits, ServeError, for_search, for_tasks, for_trial
+    from autopetl.store import open_store
+
+    _check(args)
+    with open_store(args.db) as store:
+        if args.task:
+            tasks = for_tasks(store, args.task, args.max_params)
+        elif args.search:
+            tasks = for_search(store, args.search)
+        else:
+            search, sep, key = args.trial.rpartition(":")
+            if not sep or not search or not key:
+                raise ServeError(f"--trial expects SEARCH:KEY, got {args.trial!r}")
+            tasks = for_trial(store, search, key)
+        url = store.url
+    for t in tasks:
+        if t.backbone.get("weights") == "none" and not args.smoke_test:
+            raise ServeError(
+                f"{t.key} ({t.search}:{t.trial_key}) was trained on a randomly initialised "
+                f"backbone: its predictions mean nothing; pass --smoke-test to serve it anyway"
+            )
+        if t.backbone.get("weights") == "none" and t.backbone_init is None:
+            raise ServeError(
+                f"{t.key}: the artifact {t.artifact} does not record how to rebuild its random "
+                f"backbone (or cannot be read); run `autopetl evaluate --search {t.search} "
+                f"--trial {t.trial_key}` again"
+            )
+
+    from ray import serve
+
+    from autopetl.search.cluster import connect
+    from autopetl.serving.app import ServeOptions, build_app
+
+    options = ServeOptions(
+        replicas=args.replicas,
+        max_batch_size=args.max_batch_size,
+        batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
+        limits=ImageLimits(int(args.max_body_mb * 1024 * 1024), args.max_pixels),
+    )
+    application = build_app(tasks, options)
+    with err_console.status("starting Ray Serve"):
+        connect(None, database_url=url)
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(application, name="autopetl", route_prefix="/")
+    base = f"http://{args.host}:{args.port}"
+    for t in tasks:
+        acc = "-" if t.test_acc is None else f"{100 * t.test_acc:.2f}%"
+        console.print(
+            f"serving [bold]{t.key}[/]: {t.method} from {t.search}:{t.trial_key} "
+            f"(seed {t.seed}, test acc {acc}) at {base}/v1/tasks/{t.key}/predict"
+        )
+    console.print(f"API docs at {base}/docs; Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()

@@ -1,0 +1,428 @@
+"""The Ray Serve application: a FastAPI ingress and one deployment per frozen backbone.
+
+::
+
+    HTTP -> Ingress (FastAPI: limits, decoding, resizing to the backbone's input)
+              |- handle.options(multiplexed_model_id=task).predict(task, uint8 image, k)
+              v
+            Backbone-<spec> deployment (one frozen backbone per replica, built once)
+              |- @serve.multiplexed get_model(task): the task's artifact on a structural copy
+              |  that shares the frozen tensors; cache size = number of tasks on the backbone
+              |- optional @serve.batch: concurrent requests run as one forward per task
+
+Client mistakes are answered by the ingress with 4xx JSON ``{"error": CODE, "detail": TEXT}``;
+a task whose artifact cannot be loaded gets 503 with the reason, while other tasks keep serving.
+"""
+
+# No `from __future__ import annotations` here: Ray Serve's class-based ingress re-wraps the route
+# methods, and FastAPI then cannot resolve string annotations (a `request: Request` parameter
+# became a required query parameter). Real annotations are what FastAPI reads.
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from autopetl.serving.catalog import ServedTask, group_by_backbone
+from autopetl.serving.images import ALLOWED_CONTENT_TYPES, ImageError, ImageLimits, preprocess
+
+log = logging.getLogger(__name__)
+
+MAX_K = 100
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the application runs.
+
+    Attributes:
+        replicas: Replicas of each backbone deployment (and of the ingress).
+        max_batch_size: Above 1, concurrent requests to a replica are batched (``@serve.batch``).
+        batch_wait_timeout_s: How long a batch waits to fill.
+        backbone_cpus: Ray CPUs per backbone replica (also its torch threads).
+        limits: Request limits.
+    """
+
+    replicas: int = 1
+    max_batch_size: int = 1
+    batch_wait_timeout_s: float = 0.005
+    backbone_cpus: float = 1.0
+    limits: ImageLimits = field(default_factory=ImageLimits)
+
+
+# -- the HTTP schema ------------------------------------------------------------------------------
+class ErrorResponse(BaseModel):
+    error: str = Field(description="a short machine-readable code, e.g. invalid_image")
+    detail: str = Field(description="what was wrong and how to fix it")
+
+
+class LabelScore(BaseModel):
+    label: int = Field(description="the class index of the task")
+    probability: float
+
+
+class PredictResponse(BaseModel):
+    task: str
+    method: str
+    top_k: list[LabelScore]
+
+
+class TaskInfo(BaseModel):
+    task: str = Field(description="the name in URLs")
+    full_name: str
+    num_classes: int
+    method: str
+    config: dict[str, Any]
+    search: str
+    trial_key: str
+    seed: int = Field(description="the evaluation seed whose weights are served")
+    test_acc: float | None = Field(description="mean test accuracy over the evaluated seeds")
+    test_acc_std: float | None
+    seeds: int
+    tunable_params: int | None
+    backbone: dict[str, Any]
+    deployment: str
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskInfo]
+
+
+class Health(BaseModel):
+    status: str
+    tasks: int
+    backbones: int
+
+
+_IMAGE_SCHEMA = {"type": "string", "format": "binary"}
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the image: raw bytes with an image content type, or a multipart form "
+        "with the field `file`",
+        "content": {
+            **{ct: {"schema": _IMAGE_SCHEMA} for ct in sorted(ALLOWED_CONTENT_TYPES)},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": _IMAGE_SCHEMA},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "not an image, truncated, empty, or a malformed form",
+        404: "unknown task",
+        413: "body or pixel count over the limit",
+        415: "content type or image format not accepted",
+        422: "bad query parameter (k)",
+        503: "the task's weights cannot be loaded",
+    }.items()
+}
+
+app = FastAPI(
+    title="autopetl serve",
+    description="Top-k predictions of PETL models that share one frozen ViT per backbone.",
+    version="1",
+)
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+@app.exception_handler(ImageError)
+async def _image_error(_: Request, exc: ImageError) -> JSONResponse:
+    return _error(exc.status, exc.code, exc.detail)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()
+    ]
+    return _error(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` (never buffered beyond it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ImageError(400, "bad_content_length", "Content-Length is not a number") from None
+        if size > limit:
+            raise ImageError(413, "body_too_large", f"the body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ImageError(413, "body_too_large", f"the body is over {limit} bytes")
+    return bytes(body)
+
+
+async def _image_bytes(request: Request, limit: int) -> bytes:
+    """The image of a request: the raw body, or the ``file`` field of a multipart form."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in ALLOWED_CONTENT_TYPES:
+        return await _read_body(request, limit)
+    if media == "multipart/form-data":
+        body = await _read_body(request, limit)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+        except Exception as exc:  # Starlette's parser raises HTTPException or MultiPartException
+            detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
+            raise ImageError(
+                400, "invalid_form", f"cannot parse the multipart form: {detail}"
+            ) from None
+        try:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise ImageError(
+                    400, "missing_file", "the multipart form needs the image in the field `file`"
+                )
+            return await upload.read()
+        finally:
+            await form.close()
+    if not media:
+        raise ImageError(
+            415, "missing_content_type", "set Content-Type to the image's type or multipart"
+        )
+    raise ImageError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {media} is not accepted; send {', '.join(sorted(ALLOWED_CONTENT_TYPES))} "
+        f"or multipart/form-data with the field `file`",
+    )
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class Ingress:
+    """The HTTP front: validates and decodes requests, routes each task to its backbone."""
+
+    def __init__(
+        self,
+        tasks: list[dict[str, Any]],
+        deployments: dict[str, str],
+        handles: dict[str, Any],
+        limits: dict[str, Any],
+    ) -> None:
+        self.tasks = {t["key"]: ServedTask(**t) for t in tasks}
+        self.deployment_of = deployments  # task key -> deployment name
+        self.handles = handles  # deployment name -> DeploymentHandle
+        self.limits = ImageLimits(**limits)
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz(self) -> Health:
+        return Health(status="ok", tasks=len(self.tasks), backbones=len(self.handles))
+
+    @app.get("/v1/tasks", response_model=TaskList)
+    async def list_tasks(self) -> TaskList:
+        return TaskList(
+            tasks=[
+                TaskInfo(
+                    task=t.key,
+                    full_name=t.task,
+                    num_classes=t.num_classes,
+                    method=t.method,
+                    config=t.config,
+                    search=t.search,
+                    trial_key=t.trial_key,
+                    seed=t.seed,
+                    test_acc=t.test_acc,
+                    test_acc_std=t.test_acc_std,
+                    seeds=t.seeds,
+                    tunable_params=t.tunable_params,
+                    backbone=t.backbone,
+                    deployment=self.deployment_of[t.key],
+                )
+                for t in self.tasks.values()
+            ]
+        )
+
+    @app.get("/v1/backbones/memory")
+    async def memory(self) -> dict[str, Any]:
+        """Bytes held by one replica of each backbone: shared frozen tensors and each task's own."""
+        out = {}
+        for name, handle in self.handles.items():
+            out[name] = await handle.memory.remote()
+        return out
+
+    @app.post(
+        "/v1/tasks/{task}/predict",
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        openapi_extra=_PREDICT_BODY,
+    )
+    async def predict(
+        self,
+        task: str,
+        request: Request,
+        k: int = Query(5, ge=1, le=MAX_K, description="labels to return (at most the classes)"),
+    ) -> PredictResponse | JSONResponse:
+        served = self.tasks.get(task)
+        if served is None:
+            return _error(
+                404,
+                "unknown_task",
+                f"task {task!r} is not served; GET /v1/tasks lists the served tasks",
+            )
+        data = await _image_bytes(request, self.limits.max_bytes)
+        img_size = int(served.backbone["img_size"])
+        # Decoding is CPU work: keep it off the event loop that accepts other requests.
+        image = await asyncio.to_thread(preprocess, data, img_size, self.limits)
+        name = self.deployment_of[task]
+        try:
+            result = (
+                await self.handles[name]
+                .options(multiplexed_model_id=task)
+                .predict.remote(task, image.numpy(), min(k, served.num_classes))
+            )
+        except Exception as exc:  # the replica died or the call failed: the task is unavailable
+            log.warning("prediction of %s failed: %s", task, exc)
+            return _error(503, "task_unavailable", f"task {task} cannot answer now: {exc}")
+        if "error" in result:
+            return _error(503, "task_unavailable", result["error"])
+        return PredictResponse(
+            task=task,
+            method=served.method,
+            top_k=[LabelScore(label=i, probability=p) for i, p in result["top_k"]],
+        )
+
+
+def backbone_deployment(num_tasks: int, max_batch_size: int, batch_wait_timeout_s: float) -> Any:
+    """The deployment class of one backbone, with its multiplexing cache and batch size."""
+
+    @serve.deployment
+    class Backbone:
+        """One frozen backbone per replica; each task's weights multiplexed on it."""
+
+        def __init__(
+            self,
+            spec: dict[str, Any],
+            backbone_init: dict[str, Any] | None,
+            tasks: list[dict[str, Any]],
+            threads: int,
+        ) -> None:
+            from autopetl.serving.models import SharedBackbone
+
+            torch.set_num_threads(max(1, threads))
+            self.tasks = {t["key"]: ServedTask(**t) for t in tasks}
+            self.shared = SharedBackbone(spec, backbone_init)
+            self.loaded: dict[str, Any] = {}
+
+        @serve.multiplexed(max_num_models_per_replica=max(1, num_tasks))
+        async def get_model(self, task: str) -> Any:
+            served = self.tasks[task]
+            model = await asyncio.to_thread(self.shared.load, task, served.artifact, served.sha256)
+            self.loaded[task] = model
+            return model
+
+        async def _model_or_error(self, task: str) -> Any:
+            if task not in self.tasks:
+                return f"task {task} is not on this backbone"
+            try:
+                return await self.get_model(task)
+            except Exception as exc:  # a broken artifact: this task answers 503, others serve
+                return f"the weights of task {task} cannot be loaded: {exc}"
+
+        @staticmethod
+        def _top_k(probs: torch.Tensor, k: int) -> dict[str, Any]:
+            values, index = probs.topk(k)
+            return {"top_k": [(int(i), float(v)) for i, v in zip(index, values, strict=True)]}
+
+        async def predict(self, task: str, image: np.ndarray, k: int) -> dict[str, Any]:
+            if max_batch_size > 1:
+                probs = await self._batched(task, image)
+            else:
+                model = await self._model_or_error(task)
+                probs = (
+                    model
+                    if isinstance(model, str)
+                    else self.shared.predict(model, torch.from_numpy(image)[None])[0]
+                )
+            if isinstance(probs, str):
+                return {"error": probs}
+            return self._top_k(probs, k)
+
+        @serve.batch(
+            max_batch_size=max(1, max_batch_size), batch_wait_timeout_s=batch_wait_timeout_s
+        )
+        async def _batched(self, tasks: list[str], images: list[np.ndarray]) -> list[Any]:
+            # One forward per task in the batch: each task's model differs (prompts, LoRA...).
+            out: list[Any] = [None] * len(tasks)
+            by_task: dict[str, list[int]] = defaultdict(list)
+            for i, t in enumerate(tasks):
+                by_task[t].append(i)
+            for t, idx in by_task.items():
+                model = await self._model_or_error(t)
+                if isinstance(model, str):
+                    for i in idx:
+                        out[i] = model
+                    continue
+                batch = torch.from_numpy(np.stack([images[i] for i in idx]))
+                probs = self.shared.predict(model, batch)
+                for row, i in enumerate(idx):
+                    out[i] = probs[row]
+            return out
+
+        async def memory(self) -> dict[str, Any]:
+            return self.shared.memory(list(self.loaded.values()))
+
+    return Backbone
+
+
+def build_app(tasks: list[ServedTask], options: ServeOptions | None = None) -> Any:
+    """The bound Ray Serve application for these tasks (pass it to ``serve.run``)."""
+    options = options or ServeOptions()
+    groups = group_by_backbone(tasks)
+    handles: dict[str, Any] = {}
+    deployment_of: dict[str, str] = {}
+    for key, group in groups.items():
+        name = f"backbone-{key}"
+        init = next((t.backbone_init for t in group if t.backbone_init is not None), None)
+        cls = backbone_deployment(len(group), options.max_batch_size, options.batch_wait_timeout_s)
+        handles[name] = cls.options(
+            name=name,
+            num_replicas=options.replicas,
+            ray_actor_options={"num_cpus": options.backbone_cpus},
+            # Requests queue at the replica so @serve.batch can gather them.
+            max_ongoing_requests=max(8, 2 * options.max_batch_size),
+        ).bind(group[0].backbone, init, [t.to_dict() for t in group], int(options.backbone_cpus))
+        for t in group:
+            deployment_of[t.key] = name
+    return Ingress.options(num_replicas=options.replicas, max_ongoing_requests=256).bind(
+        [t.to_dict() for t in tasks], deployment_of, handles, asdict(options.limits)
+    )

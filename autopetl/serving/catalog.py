@@ -1,0 +1,185 @@
+"""What to serve: each task's chosen configuration and its artifact, found through the store.
+
+Three ways to choose, as ``autopetl serve`` offers them:
+
+- by task (:func:`for_tasks`): :func:`autopetl.evaluation.best_configuration`, the best mean test
+  accuracy over every evaluated configuration of the task, from every search;
+- by search (:func:`for_search`): that search's best evaluated configuration;
+- by trial (:func:`for_trial`): one evaluated trial of a search.
+
+A configuration was evaluated with one or more seeds, each with its own artifact; the lowest
+seed's is served (choosing the luckiest seed by its test accuracy would be selecting on test).
+The artifact's path and SHA-256 come from ``autopetl_artifacts``; serving checks the digest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from autopetl.errors import AutopetlError
+
+if TYPE_CHECKING:
+    from autopetl.evaluation import ConfigurationResult
+    from autopetl.store import Store
+
+
+class ServeError(AutopetlError):
+    """Nothing to serve: no evaluated configuration, no artifact, a bad option."""
+
+
+@dataclass(frozen=True)
+class ServedTask:
+    """One served task: its URL name, configuration and artifact (small and picklable).
+
+    Attributes:
+        key: The name in URLs (``dsprites_loc`` for ``vtab/dsprites_loc``).
+        task: The task's full name.
+        num_classes: Labels of the task.
+        search: The search the configuration comes from.
+        trial_key: Its trial.
+        method: The PETL method.
+        config: The trial's config (method options and training hyper-parameters).
+        seed: The evaluation seed whose artifact is served.
+        test_acc: Mean test accuracy over the evaluated seeds (None if unknown).
+        test_acc_std: Its standard deviation over seeds.
+        seeds: How many seeds were evaluated.
+        tunable_params: Tunable parameters, head included.
+        artifact: The artifact directory.
+        sha256: SHA-256 of its ``tunable.safetensors`` as recorded (None: not checked).
+        backbone: ``BackboneSpec.to_dict()``.
+        backbone_init: A random-init backbone's seed and digest, from the artifact (else None).
+    """
+
+    key: str
+    task: str
+    num_classes: int
+    search: str
+    trial_key: str
+    method: str
+    config: dict[str, Any]
+    seed: int
+    test_acc: float | None
+    test_acc_std: float | None
+    seeds: int
+    tunable_params: int | None
+    artifact: str
+    sha256: str | None
+    backbone: dict[str, Any]
+    backbone_init: dict[str, Any] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def task_key(task: str) -> str:
+    """``vtab/dsprites_loc`` -> ``dsprites_loc``: a name without a slash, for URLs."""
+    return task.rsplit("/", 1)[-1]
+
+
+def served_task(store: Store, result: ConfigurationResult) -> ServedTask:
+    """The served form of an evaluated configuration: its lowest seed's artifact."""
+    from autopetl.methods.io import read_meta
+    from autopetl.tasks import get_task
+
+    if not result.artifacts:
+        raise ServeError(
+            f"configuration {result.search_name}:{result.trial_key} has no saved weights; "
+            f"run `autopetl evaluate --search {result.search_name} --trial {result.trial_key}`"
+        )
+    seed = min(result.artifacts)
+    path = result.artifacts[seed]
+    digests = {a.kind: a.sha256 for a in store.artifacts(result.search_name, result.trial_key)}
+    try:
+        init = read_meta(path).get("backbone_init")
+    except AutopetlError:
+        init = None  # a broken artifact: serving answers 503 for this task, the others serve
+    mean = result.mean if math.isfinite(result.mean) else None
+    return ServedTask(
+        key=task_key(result.task),
+        task=result.task,
+        num_classes=get_task(result.task).num_classes,
+        search=result.search_name,
+        trial_key=result.trial_key,
+        method=result.method,
+        config=dict(result.config),
+        seed=seed,
+        test_acc=mean,
+        test_acc_std=result.std if mean is not None else None,
+        seeds=len(result.seeds),
+        tunable_params=result.tunable_params,
+        artifact=str(path),
+        sha256=digests.get(f"weights-seed{seed}"),
+        backbone=dict(result.backbone),
+        backbone_init=init if isinstance(init, dict) else None,
+    )
+
+
+def for_tasks(store: Store, tasks: list[str], max_params: int | None = None) -> list[ServedTask]:
+    """Each task's best evaluated configuration (every search of the task pooled)."""
+    from autopetl.evaluation import best_configuration
+    from autopetl.tasks import get_task
+
+    out: dict[str, ServedTask] = {}
+    for name in tasks:
+        task = get_task(name)
+        best = best_configuration(store, task.name, max_params)
+        if best is None:
+            raise ServeError(
+                f"no evaluated configuration of {task.name}"
+                + (f" with at most {max_params} parameters" if max_params is not None else "")
+                + "; run `autopetl evaluate --search NAME` on one of its searches first"
+            )
+        out[task.name] = served_task(store, best)
+    return list(out.values())
+
+
+def for_search(store: Store, search: str) -> list[ServedTask]:
+    """The best evaluated configuration of one search."""
+    from autopetl.evaluation import _rank, configuration_results
+
+    results = configuration_results(store, search)  # raises on an unknown search
+    if not results:
+        raise ServeError(
+            f"search {search!r} has no evaluated configuration; "
+            f"run `autopetl evaluate --search {search}` first"
+        )
+    return [served_task(store, min(results, key=_rank))]
+
+
+def for_trial(store: Store, search: str, trial_key: str) -> list[ServedTask]:
+    """One evaluated trial of a search."""
+    from autopetl.evaluation import configuration_results
+
+    results = configuration_results(store, search, [trial_key])
+    if not results:
+        raise ServeError(
+            f"trial {trial_key!r} of search {search!r} has no evaluation; run "
+            f"`autopetl evaluate --search {search} --trial {trial_key}` first"
+        )
+    return [served_task(store, results[0])]
+
+
+def group_by_backbone(tasks: list[ServedTask]) -> dict[str, list[ServedTask]]:
+    """Tasks grouped by backbone spec: one deployment (one frozen backbone) per group.
+
+    Raises:
+        ServeError: Two configurations of the same task (one URL cannot serve both).
+    """
+    import json
+
+    from autopetl.serving.models import backbone_key
+
+    seen: dict[str, ServedTask] = {}
+    for t in tasks:
+        if t.key in seen:
+            raise ServeError(
+                f"two configurations for task {t.key} ({seen[t.key].search}:"
+                f"{seen[t.key].trial_key} and {t.search}:{t.trial_key}); serve one of them"
+            )
+        seen[t.key] = t
+    groups: dict[str, list[ServedTask]] = {}
+    for t in tasks:
+        groups.setdefault(backbone_key(json.loads(json.dumps(t.backbone))), []).append(t)
+    return groups

@@ -1,0 +1,135 @@
+"""End to end: smoke-train and evaluate two dSprites tasks, serve both on one backbone over real
+HTTP on 127.0.0.1, and check the served prediction equals the offline model's on the same image.
+
+The "search" of each task is ``autopetl train --smoke-test``, which records a one-trial search
+(the quickest path to an evaluated configuration); ``autopetl evaluate`` re-trains it and saves
+its artifact, which ``autopetl serve --task`` finds through the store.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from autopetl.cli import main
+from autopetl.methods.io import load_tunable
+from autopetl.serving.catalog import for_tasks
+from autopetl.store import open_store
+from autopetl.tasks import get_task, load_split
+from autopetl.tasks.data import normalize, resize_uint8
+
+pytestmark = pytest.mark.slow
+
+TASKS = {"vtab/dsprites_loc": "vpt", "vtab/dsprites_ori": "dvpt"}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    root = tmp_path_factory.mktemp("serve-e2e")
+    db = f"sqlite:///{root / 'autopetl.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOPETL_CACHE", str(base / "cache"))
+        mp.setenv("AUTOPETL_HOME", str(base / "home"))
+        mp.delenv("AUTOPETL_DATA", raising=False)
+        mp.delenv("AUTOPETL_DB", raising=False)
+        torch.set_num_threads(1)
+        for task, method in TASKS.items():
+            name = f"s-{method}"
+            argv = ["train", "--task", task, "--method", method, "--smoke-test", "--epochs", "1"]
+            assert main([*argv, "--name", name, "--db", db]) == 0
+            argv = ["evaluate", "--search", name, "--best", "--seeds", "1", "--smoke-test"]
+            argv += ["--test-size", "64", "--in-process", "--db", db]
+            assert main([*argv, "--artifacts", str(root / "artifacts")]) == 0
+    return db
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, evaluated):
+    from ray import serve
+
+    from autopetl.serving.app import ServeOptions, build_app
+
+    with open_store(evaluated) as store:
+        tasks = for_tasks(store, list(TASKS))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(tasks, ServeOptions(max_batch_size=4)), name="e2e", route_prefix="/")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        yield client, tasks
+    serve.shutdown()
+
+
+def _test_image(task: str) -> bytes:
+    """A real test image of the task at 64 px, as PNG (serving resizes it to 32 px)."""
+    split = load_split(get_task(task), "val200", img_size=64, seed=0)
+    arr = split.images[0].permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _offline(artifact: str, png: bytes) -> torch.Tensor:
+    """The offline model: load_tunable (backbone rebuilt from the artifact) and the same
+    preprocessing as training data (antialiased bilinear resize, the backbone's mean and std)."""
+    model = load_tunable(artifact).model.eval()
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    x = resize_uint8(torch.from_numpy(img.copy()).permute(2, 0, 1)[None], 32)
+    with torch.no_grad():
+        return torch.softmax(model(normalize(x, (0.5,) * 3, (0.5,) * 3)), -1)[0]
+
+
+def test_two_tasks_on_one_backbone_match_the_offline_models(server) -> None:
+    client, tasks = server
+    assert client.get("/healthz").json() == {"status": "ok", "tasks": 2, "backbones": 1}
+    listed = {t["task"]: t for t in client.get("/v1/tasks").json()["tasks"]}
+    assert {k: v["method"] for k, v in listed.items()} == {
+        "dsprites_loc": "vpt",
+        "dsprites_ori": "dvpt",
+    }
+    assert len({t["deployment"] for t in listed.values()}) == 1  # one frozen backbone
+    for served in tasks:
+        png = _test_image(served.task)
+        expected = _offline(served.artifact, png)
+        k = served.num_classes
+        r = client.post(
+            f"/v1/tasks/{served.key}/predict",
+            params={"k": k},
+            content=png,
+            headers={"content-type": "image/png"},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["task"] == served.key and len(body["top_k"]) == k
+        got = torch.zeros(k)
+        for entry in body["top_k"]:
+            got[entry["label"]] = entry["probability"]
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+        assert body["top_k"][0]["label"] == int(expected.argmax())
+        # Multipart gives the same answer.
+        r2 = client.post(
+            f"/v1/tasks/{served.key}/predict",
+            params={"k": 3},
+            files={"file": ("x.png", png, "image/png")},
+        )
+        assert r2.status_code == 200 and r2.json()["top_k"] == body["top_k"][:3]
+    memory = client.get("/v1/backbones/memory").json()
+    (stats,) = memory.values()
+    assert stats["tasks"] == 2 and stats["saved_bytes"] > 0
+    assert stats["without_sharing_bytes"] > stats["total_bytes"]
+
+
+def test_serve_cli_refuses_random_weights_without_smoke_test(evaluated, capsys) -> None:
+    assert main(["serve", "--task", "dsprites_loc", "--db", evaluated]) == 2
+    assert "--smoke-test" in capsys.readouterr().err
+    assert main(["serve", "--task", "vtab/dtd", "--smoke-test", "--db", evaluated]) == 2
+    assert "no evaluated configuration" in capsys.readouterr().err
+    assert main(["serve", "--trial", "nocolon", "--smoke-test", "--db", evaluated]) == 2
