@@ -1,0 +1,221 @@
+"""Load benchmark of ``autopetl serve``: concurrent clients on loopback, with and without batching.
+
+Serves two tasks (VPT-deep and DVPT artifacts written on the spot, no training) on one backbone,
+then for each setting runs N concurrent clients for T seconds, each sending the same PNG to a
+random one of the two tasks, and reports requests/s, p50/p99 latency and errors. Bounded in
+count (clients) and time (seconds per setting). Writes JSON and a Markdown table.
+
+    python benchmarks/serve_load.py --quick      # 16 clients x 5 s per setting, smoke backbone
+    python benchmarks/serve_load.py --clients 32 --seconds 20 --batch-sizes 1,8,16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def _artifacts(root: Path, spec: Any) -> list[Any]:
+    from autopetl.methods import build_method
+    from autopetl.methods.io import (
+        RANDOM_INIT_SEED,
+        WEIGHTS_FILE,
+        frozen_digest,
+        rebuildable_backbone,
+        save_tunable,
+    )
+    from autopetl.pipeline import attach
+    from autopetl.serving.catalog import ServedTask
+    from autopetl.serving.models import file_sha256
+
+    base = rebuildable_backbone(spec, 16)
+    init = (
+        {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(base)}
+        if spec.weights == "none"
+        else None
+    )
+    out = []
+    for key, method, classes in (("dsprites_loc", "vpt", 16), ("dsprites_ori", "dvpt", 40)):
+        base.reset_classifier(classes)
+        m = build_method(method)
+        path = save_tunable(
+            attach(base, m, seed=0), m, spec.to_dict(), classes, root / key, backbone_init=init
+        )
+        out.append(
+            ServedTask(
+                key=key,
+                task=f"vtab/{key}",
+                num_classes=classes,
+                search="bench",
+                trial_key="0",
+                method=method,
+                config={"method": method},
+                seed=0,
+                test_acc=None,
+                test_acc_std=None,
+                seeds=1,
+                tunable_params=None,
+                artifact=str(path),
+                sha256=file_sha256(path / WEIGHTS_FILE),
+                backbone=spec.to_dict(),
+                backbone_init=init,
+            )
+        )
+    return out
+
+
+def _png(size: int) -> bytes:
+    from PIL import Image
+
+    img = Image.new("RGB", (size, size))
+    img.paste((255, 255, 255), (size // 4, size // 4, size // 2, size // 2))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def _load(url: str, tasks: list[str], png: bytes, clients: int, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def one_client(seed: int) -> None:
+            nonlocal errors
+            rng = random.Random(seed)
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(
+                        f"/v1/tasks/{rng.choice(tasks)}/predict",
+                        content=png,
+                        headers={"content-type": "image/png"},
+                    )
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one_client(i) for i in range(clients)))
+        wall = time.perf_counter() - t0
+    latencies.sort()
+
+    def pct(q: float) -> float | None:
+        return (
+            1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+            if latencies
+            else None
+        )
+
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": wall,
+        "requests_per_s": len(latencies) / wall,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": 1000 * statistics.fmean(latencies) if latencies else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="16 clients x 5 s, batch sizes 1 and 8")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--batch-sizes", default="1,8", help="max batch sizes to compare (1 = none)")
+    p.add_argument("--image-size", type=int, default=64, help="side of the PNG clients send")
+    p.add_argument("--weights", default=None, help="real backbone weights file (default: smoke)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_load.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.clients, args.seconds = 16, 5.0
+    if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 120:
+        p.error("--clients must be in 1..256 and --seconds in (0, 120]: the benchmark is bounded")
+
+    import ray
+    from ray import serve
+
+    from autopetl.backbones import SMOKE_BACKBONE, BackboneSpec
+    from autopetl.serving.app import ServeOptions, build_app
+
+    spec = SMOKE_BACKBONE
+    if args.weights:
+        spec = BackboneSpec("vit_small_patch14_dinov2", args.weights, 112)
+    # A private local Ray, never a cluster another user left running.
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks = _artifacts(Path(tmp), spec)
+        png = _png(args.image_size)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        url = f"http://127.0.0.1:{port}"
+        for batch in (int(b) for b in args.batch_sizes.split(",")):
+            serve.run(
+                build_app(tasks, ServeOptions(max_batch_size=batch)), name="bench", route_prefix="/"
+            )
+            # Warm-up: load both tasks on the replica, first-call costs out of the figures.
+            asyncio.run(_load(url, [t.key for t in tasks], png, 2, 1.0))
+            r = asyncio.run(_load(url, [t.key for t in tasks], png, args.clients, args.seconds))
+            r.update(max_batch_size=batch, clients=args.clients)
+            results.append(r)
+            serve.delete("bench")
+        serve.shutdown()
+    ray.shutdown()
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible, {platform.platform()}",
+        "backbone": spec.to_dict(),
+        "tasks": ["dsprites_loc (vpt)", "dsprites_ori (dvpt)"],
+        "image": f"{args.image_size}x{args.image_size} PNG",
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "| max batch | clients | requests | req/s | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['max_batch_size']} | {r['clients']} | {r['requests']} | "
+            f"{r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+        )
+    table = "\n".join(lines)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
