@@ -81,7 +81,8 @@ class TrialModel(_Timestamps, Base):
     method: Mapped[str | None] = mapped_column(String(64))
     config: Mapped[dict[str, Any]] = mapped_column(SafeJSON)
     status: Mapped[str] = mapped_column(String(16))
-    val_acc: Mapped[float | None] = mapped_column(SafeFloat)  # the objective: final-epoch val accuracy
+    # The objective: validation accuracy after the last epoch trained.
+    val_acc: Mapped[float | None] = mapped_column(SafeFloat)
     last_val_acc: Mapped[float | None] = mapped_column(SafeFloat)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     tunable_params: Mapped[int | None] = mapped_column(BigInteger)
