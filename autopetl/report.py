@@ -160,7 +160,8 @@ def _better(a: ConfigurationResult, b: ConfigurationResult) -> bool:
     return (a.mean, -pa, len(a.seeds)) > (b.mean, -pb, len(b.seeds))
 
 
-def _method_rank(method: str) -> tuple[int, str]:
+def method_rank(method: str) -> tuple[int, str]:
+    """Sort key for methods: the papers' Table 1 order, then other methods alphabetically."""
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
@@ -190,7 +191,7 @@ def our_rows(
             cells[folder] = r
     several_backbones = len({b for _, b in best}) > 1
     rows = []
-    for method, backbone in sorted(best, key=lambda k: (_method_rank(k[0]), k[1])):
+    for method, backbone in sorted(best, key=lambda k: (method_rank(k[0]), k[1])):
         chosen = best[(method, backbone)]
         rows.append(
             Row(

@@ -39,6 +39,15 @@ def _isolated_dirs(
     monkeypatch.delenv("AUTOPETL_DB", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on 2 shared cores: OpenMP's spinning threads make them ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_backbone():
     torch.manual_seed(0)

@@ -12,15 +12,6 @@ from autopetl.methods.dvpt import DVPTModel
 from autopetl.pipeline import attach
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on 2 shared cores: OpenMP's spinning threads make them ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dvpt(backbone, **values) -> DVPTModel:
     model = attach(backbone, build_method("dvpt", values), seed=0)
     assert isinstance(model, DVPTModel)

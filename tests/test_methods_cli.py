@@ -7,21 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from autopetl.backbones import SMOKE_BACKBONE, build_backbone
 from autopetl.cli import main
 from autopetl.methods import METHODS
 from autopetl.methods.io import load_tunable
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on 2 shared cores: OpenMP's spinning threads make them ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -42,15 +42,6 @@ def _case_id(case: tuple[str, dict]) -> str:
     return name + "".join(f"-{k}={v}" for k, v in values.items()).replace(" ", "")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on 2 shared cores: OpenMP's spinning threads make them ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=[TINY, TINY_REG], ids=["tiny", "tiny_reg"])
 def spec_and_backbone(request: pytest.FixtureRequest):
     fixture = "tiny_backbone" if request.param is TINY else "tiny_reg_backbone"

@@ -38,14 +38,6 @@ VARIANTS = {name: {} for name in METHODS} | {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _perturb(model: torch.nn.Module, seed: int) -> None:
     """Move the tunable weights off their init (zero-init parts would hide mistakes)."""
     g = torch.Generator().manual_seed(seed)

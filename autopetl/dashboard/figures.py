@@ -18,20 +18,10 @@ from plotly.subplots import make_subplots
 
 from autopetl.dashboard.data import ACCURACY_COLUMNS, config_lines, front, plotted
 
+# The papers' Table 1 order keeps a method's colour the same on every chart and in every session.
+from autopetl.report import method_rank
+
 FRONT_TRACE = "Pareto front"
-# The papers' Table 1 order, so a method keeps its colour on every chart and in every session.
-METHOD_ORDER = (
-    "full",
-    "linear",
-    "partial",
-    "mlp",
-    "sidetune",
-    "bias",
-    "adapter",
-    "lora",
-    "vpt",
-    "dvpt",
-)
 # D3's colours, the prompt methods (the papers' subject) and the strongest baselines brightest.
 METHOD_COLORS = {
     "full": "#8c564b",
@@ -57,11 +47,6 @@ class PublishedPoint:
     label: str
     acc: float
     params: float | None
-
-
-def method_rank(method: str) -> tuple[int, str]:
-    """Sort key: the papers' order, then other methods alphabetically."""
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 def method_color(method: str) -> str:
