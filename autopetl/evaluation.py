@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopetl.errors import AutopetlError, ConfigError
-from autopetl.pipeline import SMOKE_TRAIN_IMAGES
+from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES
 from autopetl.tasks import SplitData, get_task, load_split
 from autopetl.tasks.data import default_cache_dir
 
@@ -45,7 +45,7 @@ DATA_SEED = 0
 # Test images of a procedural task (dSprites' full test part is 73,728 images, 11 GB at 224 px).
 PROCEDURAL_TEST_SIZE = 4096
 # --smoke-test: the same training subset as a smoke search, and a small test set.
-SMOKE_TRAIN_LIMIT = SMOKE_TRAIN_IMAGES // 2
+SMOKE_TRAIN_LIMIT = SMOKE_SEARCH_TRAIN_IMAGES
 SMOKE_TEST_SIZE = 1024
 
 

@@ -19,6 +19,8 @@ from autopetl.training import TrainConfig, TrainResult, seed_everything, train
 
 # --smoke-test trains on this many train800 images (and validates on all of val200).
 SMOKE_TRAIN_IMAGES = 256
+# A --smoke-test search trains each of its many trials on half as many; evaluate re-trains on the same.
+SMOKE_SEARCH_TRAIN_IMAGES = SMOKE_TRAIN_IMAGES // 2
 
 
 @dataclass

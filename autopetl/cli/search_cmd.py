@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rich.console import Group
 from rich.live import Live
@@ -14,12 +13,12 @@ from rich.table import Table
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
 from autopetl.errors import ConfigError
-from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data
+from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
 from autopetl.search.cluster import connect
 from autopetl.search.recorder import TrialEvent
 from autopetl.search.runner import SearchOutcome, SearchPlan, run_search
 from autopetl.search.space import SAMPLERS, load_space, with_epochs
-from autopetl.store import non_dominated, open_store, safe_url
+from autopetl.store import default_db_path, non_dominated, open_store, safe_url
 from autopetl.tasks import resolve_tasks
 
 SMOKE_EPOCHS = 2
@@ -202,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
                 task,
                 spec.img_size,
                 data_root=args.data_root,
-                train_limit=SMOKE_TRAIN_IMAGES // 2 if args.smoke_test else None,
+                train_limit=SMOKE_SEARCH_TRAIN_IMAGES if args.smoke_test else None,
             )
         plans.append(
             SearchPlan(
@@ -217,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
                 gpus_per_trial=args.gpus_per_trial,
                 max_concurrent=args.max_concurrent,
                 seed=args.seed,
-                storage_path=args.storage or store_dir(args) / "ray_results",
+                storage_path=args.storage or default_db_path().parent / "ray_results",
                 max_failed=args.max_failed,
                 max_retries=args.max_retries,
                 precision=args.precision,
@@ -239,12 +238,6 @@ def run(args: argparse.Namespace) -> int:
             outcome = run_search(plan, store, on_event)
         _summary(outcome, plan, args)
     return 0
-
-
-def store_dir(args: argparse.Namespace) -> Path:
-    from autopetl.store import default_db_path
-
-    return default_db_path().parent
 
 
 def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace) -> None:
