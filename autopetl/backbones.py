@@ -125,7 +125,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _from_hub(name: str, kwargs: dict[str, Any]) -> VisionTransformer:
+def _from_hub(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     import huggingface_hub.constants as hub_constants
 
     offline = hub_constants.HF_HUB_OFFLINE
@@ -152,7 +152,7 @@ def _from_hub(name: str, kwargs: dict[str, Any]) -> VisionTransformer:
 
 def input_stats(model: VisionTransformer) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The normalisation mean and std the backbone was trained with."""
-    cfg = model.pretrained_cfg or {}
+    cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     return tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
 
 

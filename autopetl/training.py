@@ -229,6 +229,7 @@ def train(
     params = [p for _, p in model.tunable_named_parameters()]
     if not params:
         raise ConfigError("the model has no tunable parameters")
+    optimizer: torch.optim.Optimizer
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay

@@ -86,7 +86,7 @@ def open_for_reading(url: str | None) -> OpenedStore:
         if not path.is_file():
             return OpenedStore(shown, None, "missing", f"there is no database file at {path}")
     try:
-        store = open_store(resolved, upgrade=False)
+        store = open_store(resolved.render_as_string(hide_password=False), upgrade=False)
         state = store.schema_state()
     except StoreError as exc:
         return OpenedStore(shown, None, "error", str(exc))

@@ -211,7 +211,7 @@ def _error_text(trial: Trial) -> str:
         if trial.error_file and Path(trial.error_file).is_file():
             text = Path(trial.error_file).read_text()
         else:
-            text = trial.get_error() or ""
+            text = str(trial.get_error() or "")
     except Exception:  # the error file may be on storage that is gone
         text = ""
     text = str(text).strip()

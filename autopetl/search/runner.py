@@ -218,7 +218,10 @@ def run_search(
     # The study is created once here, before any worker starts (parallel creation races).
     storage = store.optuna_storage()
     sampler = make_sampler(plan.sampler, plan.space, plan.seed)
-    directions = ["maximize" if m == "max" else "minimize" for m in MODES]
+    directions = [
+        optuna.study.StudyDirection.MAXIMIZE if m == "max" else optuna.study.StudyDirection.MINIMIZE
+        for m in MODES
+    ]
     study = optuna.create_study(
         study_name=plan.name,
         storage=storage,
@@ -271,7 +274,7 @@ def run_search(
                 reduction_factor=3,
             )
         else:
-            scheduler = FIFOScheduler()
+            scheduler = FIFOScheduler()  # type: ignore[assignment]  # both are TrialSchedulers
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

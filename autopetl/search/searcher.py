@@ -21,11 +21,9 @@ MODES = ("max", "min")
 
 def finished_training(result: dict | None) -> bool:
     """Whether a trial's last result is its final epoch."""
-    return (
-        bool(result)
-        and result.get("epoch") is not None
-        and result.get("epoch") == result.get("epochs")
-    )
+    if not result:
+        return False
+    return result.get("epoch") is not None and result.get("epoch") == result.get("epochs")
 
 
 class ParetoOptunaSearch(OptunaSearch):
@@ -37,20 +35,22 @@ class ParetoOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        study = self._ot_study
+        assert study is not None  # set up by OptunaSearch before any trial exists
         if error or (result or {}).get("error"):
             state, values = TrialState.FAIL, None
-        elif finished_training(result):
+        elif result and finished_training(result):
             state, values = TrialState.COMPLETE, [float(result[m]) for m in OBJECTIVES]
         else:
             state, values = TrialState.PRUNED, None
         try:
-            self._ot_study.tell(ot_trial, values, state=state)
+            study.tell(ot_trial, values, state=state)
         except Exception as exc:  # the trial must not stop the search
             # Either the values were refused (NaN), or the tell went through and a sampler hook
             # failed after it: GridSampler calls study.stop() when the grid is done, which raises
             # outside study.optimize(). Only an unrecorded trial is marked FAIL.
-            stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            stored = study._storage.get_trial(ot_trial._trial_id)
             if not stored.state.is_finished():
                 log.warning("optuna could not record trial %s: %s", ot_trial.number, exc)
-                self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+                study.tell(ot_trial, None, state=TrialState.FAIL)
         self._completed_trials.add(trial_id)

@@ -61,6 +61,7 @@ class Param:
         if self.kind == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.kind == "int":
+            assert self.low is not None and self.high is not None  # set for every range (parse)
             return trial.suggest_int(
                 self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
             )
@@ -291,5 +292,5 @@ def max_epochs(space: SearchSpace) -> int:
     """The most epochs any trial of this space trains (ASHA's horizon)."""
     for p in space.train:
         if p.name == "epochs":
-            return int(max(p.grid_values()) if p.kind in ("categorical", "fixed") else p.high)
+            return int(max(p.grid_values()) if p.kind in ("categorical", "fixed") else p.high or 0)
     return TrainConfig().epochs

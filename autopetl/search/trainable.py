@@ -16,7 +16,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 import torch
@@ -58,7 +58,9 @@ def train_config_of(config: dict[str, Any], setup: TrialSetup, device: str) -> T
     _, _, train_values = split_config(config)
     epochs = int(train_values.get("epochs", 10))
     train_values.setdefault("warmup_epochs", min(1.0, epochs - 1))
-    return TrainConfig(seed=setup.seed, precision=setup.precision, device=device, **train_values)
+    # TrainConfig checks the value; the cast only tells mypy it will.
+    precision = cast(Any, setup.precision)
+    return TrainConfig(seed=setup.seed, precision=precision, device=device, **train_values)
 
 
 def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> None:

@@ -365,7 +365,8 @@ def backbone_deployment(num_tasks: int, max_batch_size: int, batch_wait_timeout_
 
         async def predict(self, task: str, image: np.ndarray, k: int) -> dict[str, Any]:
             if max_batch_size > 1:
-                probs = await self._batched(task, image)
+                # serve.batch turns the list signature below into a per-item call.
+                probs = await self._batched(task, image)  # type: ignore[call-arg,misc]
             else:
                 model = await self._model_or_error(task)
                 probs = (
@@ -377,10 +378,10 @@ def backbone_deployment(num_tasks: int, max_batch_size: int, batch_wait_timeout_
                 return {"error": probs}
             return self._top_k(probs, k)
 
-        @serve.batch(
+        @serve.batch(  # type: ignore[arg-type]  # Ray's stubs do not model methods with 2 lists
             max_batch_size=max(1, max_batch_size), batch_wait_timeout_s=batch_wait_timeout_s
         )
-        async def _batched(self, tasks: list[str], images: list[np.ndarray]) -> list[Any]:
+        async def _batched(self, tasks: list[str], images: list[np.ndarray]) -> list[Any]:  # type: ignore[misc]
             # One forward per task in the batch: each task's model differs (prompts, LoRA...).
             out: list[Any] = [None] * len(tasks)
             by_task: dict[str, list[int]] = defaultdict(list)
@@ -423,6 +424,8 @@ def build_app(tasks: list[ServedTask], options: ServeOptions | None = None) -> A
         ).bind(group[0].backbone, init, [t.to_dict() for t in group], int(options.backbone_cpus))
         for t in group:
             deployment_of[t.key] = name
-    return Ingress.options(num_replicas=options.replicas, max_ongoing_requests=256).bind(
+    # serve.deployment makes the class a Deployment; mypy still sees the class.
+    ingress: Any = Ingress
+    return ingress.options(num_replicas=options.replicas, max_ongoing_requests=256).bind(
         [t.to_dict() for t in tasks], deployment_of, handles, asdict(options.limits)
     )
