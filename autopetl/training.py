@@ -40,6 +40,9 @@ class TrainConfig:
         precision: ``auto`` is bf16 autocast on CUDA and fp32 on CPU; ``fp32`` or ``bf16`` force it.
         device: ``auto`` picks CUDA when present.
         eval_batch_size: Images per forward pass when evaluating.
+        cache_features: When only the head trains (linear, mlp) and the frozen backbone is
+            deterministic, compute its features once instead of every epoch (same result, up to
+            floating-point summation order).
     """
 
     epochs: int = 10
@@ -52,6 +55,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
     eval_batch_size: int = 256
+    cache_features: bool = True
 
     def __post_init__(self) -> None:
         checks = [
@@ -102,6 +106,7 @@ class TrainResult:
     device: str
     precision: str
     epochs: list[EpochMetrics] = field(default_factory=list)
+    cached_features: bool = False  # the frozen backbone ran once, not every epoch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,6 +145,64 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _cacheable_head(model: PetlModel) -> torch.nn.Module | None:
+    """The head, when it holds every tunable parameter and what feeds it is frozen and fixed.
+
+    Only a plain PetlModel qualifies (methods that override the forward change what the head
+    sees), and only without stochastic layers before the head (dropout or drop-path would make
+    the features differ from epoch to epoch).
+    """
+    if (
+        type(model).forward is not PetlModel.forward
+        or type(model).forward_features is not PetlModel.forward_features
+    ):
+        return None
+    head = model.backbone.head
+    head_params = {id(p) for p in head.parameters()}
+    if not all(id(p) in head_params for _, p in model.tunable_named_parameters()):
+        return None
+    for name, module in model.backbone.named_modules():
+        if name == "head" or name.startswith("head."):
+            continue
+        rate = (
+            getattr(module, "p", None)
+            if isinstance(module, torch.nn.Dropout)
+            else getattr(module, "drop_prob", None)
+        )
+        if rate:
+            return None
+    return head
+
+
+@torch.no_grad()
+def _features(
+    model: PetlModel,
+    images: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int,
+) -> torch.Tensor:
+    """The input of the head (pooled, normed features) for every image, in float32."""
+    model.eval()
+    out = [
+        model.backbone.forward_head(
+            model.forward_features(normalize(chunk, mean, std)), pre_logits=True
+        ).float()
+        for chunk in images.split(batch_size)
+    ]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _head_accuracy(
+    head: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, autocast: Any
+) -> float:
+    head.eval()
+    with autocast:
+        correct = int((head(features).argmax(dim=-1) == labels).sum())
+    return correct / max(1, len(labels))
 
 
 def _load_state(
@@ -246,6 +309,22 @@ def train(
     torch.manual_seed(config.seed)  # dropout masks
 
     images, labels = train_data.images.to(device), train_data.labels.to(device)
+    head = _cacheable_head(model) if config.cache_features else None
+    if head is not None:
+        # The frozen part's output never changes: pay for the backbone once, not every epoch.
+        with autocast:
+            train_features = _features(model, images, mean, std, config.eval_batch_size)
+            val_features = (
+                None
+                if val_data is None
+                else _features(model, val_data.images.to(device), mean, std, config.eval_batch_size)
+            )
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        if head is not None:
+            return head(train_features[batch])
+        return model(normalize(images[batch], mean, std))
+
     history: list[EpochMetrics] = []
     train_seconds, seen, step = 0.0, 0, 0
     if resume is not None:
@@ -260,7 +339,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         for batch in order.split(config.batch_size):
             with autocast:
-                logits = model(normalize(images[batch], mean, std))
+                logits = forward(batch)
                 loss = F.cross_entropy(logits.float(), labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -281,6 +360,8 @@ def train(
         val_acc = (
             math.nan
             if val_data is None
+            else _head_accuracy(head, val_features, val_data.labels.to(device), autocast)
+            if head is not None and val_features is not None
             else evaluate(
                 model,
                 val_data,
@@ -325,4 +406,5 @@ def train(
         device=str(device),
         precision=precision,
         epochs=history,
+        cached_features=head is not None,
     )

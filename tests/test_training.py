@@ -136,3 +136,39 @@ def test_resuming_from_a_checkpoint_ends_exactly_as_an_uninterrupted_run(tiny_ba
         straight.tunable_state_dict().items(), fresh.tunable_state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("method", ["linear", "mlp"])
+def test_head_only_methods_compute_frozen_features_once_with_the_same_result(tiny_backbone, method):
+    tiny_backbone.reset_classifier(2)
+    mean, std = input_stats(tiny_backbone)
+    results, weights = {}, {}
+    for cache in (True, False):
+        model = attach(tiny_backbone, build_method(method), seed=0)
+        config = TrainConfig(epochs=3, batch_size=32, lr=3e-3, cache_features=cache)
+        results[cache] = train(
+            model, _toy_data(128, 0), _toy_data(64, 1), config, mean=mean, std=std
+        )
+        weights[cache] = model.tunable_state_dict()
+    assert results[True].cached_features and not results[False].cached_features
+    assert [e.val_acc for e in results[True].epochs] == [e.val_acc for e in results[False].epochs]
+    for a, b in zip(results[True].epochs, results[False].epochs, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+    for name in weights[True]:
+        torch.testing.assert_close(weights[True][name], weights[False][name], rtol=1e-4, atol=1e-5)
+
+
+def test_methods_that_change_the_backbone_never_cache(tiny_backbone):
+    tiny_backbone.reset_classifier(2)
+    mean, std = input_stats(tiny_backbone)
+    for method in ("vpt", "bias", "sidetune"):
+        model = attach(tiny_backbone, build_method(method), seed=0)
+        result = train(
+            model,
+            _toy_data(64, 0),
+            _toy_data(32, 1),
+            TrainConfig(epochs=1, batch_size=32),
+            mean=mean,
+            std=std,
+        )
+        assert not result.cached_features, method
