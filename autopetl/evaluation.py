@@ -339,22 +339,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_RANDOM_BACKBONES: dict[str, Any] = {}
-
-
-def _rebuildable(spec: Any, num_classes: int) -> Any:
-    """This process's seeded random-init backbone of ``spec`` (built once; attach copies it)."""
-    import json
-
-    from autopetl.methods.io import rebuildable_backbone
-
-    key = json.dumps([spec.to_dict(), num_classes], sort_keys=True)
-    if key not in _RANDOM_BACKBONES:
-        _RANDOM_BACKBONES.clear()
-        _RANDOM_BACKBONES[key] = rebuildable_backbone(spec, num_classes)
-    return _RANDOM_BACKBONES[key]
-
-
 def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> EvaluationRun:
     """Re-train one configuration with one seed, then measure test accuracy once and save it.
 
@@ -386,14 +370,12 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
     method_name, options, _ = split_config(job.config)
     method = build_method(method_name, options)
     train_data = train_data if train_data is not None else load_train_split(job)
+    backbone = cached_backbone(spec, task.num_classes)
     backbone_init = None
     if spec.weights == "none":
-        # A random-init backbone from a fixed seed, recorded with the artifact: serving rebuilds
-        # exactly these frozen weights, and every task of the backbone shares one trunk.
-        backbone = _rebuildable(spec, task.num_classes)
+        # A random-init backbone comes from a fixed seed (cached_backbone); recorded with the
+        # artifact, serving rebuilds exactly these frozen weights, and tasks share one trunk.
         backbone_init = {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(backbone)}
-    else:
-        backbone = cached_backbone(spec, task.num_classes)
     model = attach(backbone, method, seed=job.seed)
     mean, std = input_stats(backbone)
     try:

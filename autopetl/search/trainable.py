@@ -23,9 +23,10 @@ import torch
 from ray import tune
 from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.backbones import BackboneSpec, build_backbone, input_stats
+from autopetl.backbones import BackboneSpec, input_stats
 from autopetl.errors import TrainingDivergedError
 from autopetl.methods import build_method
+from autopetl.methods.io import rebuildable_backbone
 from autopetl.pipeline import TaskData, attach
 from autopetl.search.space import split_config
 from autopetl.training import EpochMetrics, TrainConfig, train
@@ -50,7 +51,9 @@ def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
     key = json.dumps([spec.to_dict(), num_classes], sort_keys=True)
     if key not in _BACKBONES:
         _BACKBONES.clear()  # one backbone per worker: a new search replaces the old one
-        _BACKBONES[key] = build_backbone(spec, num_classes)
+        # A random-init backbone comes from a fixed seed, so every worker of a search (and later
+        # evaluate and serve) holds the same frozen weights, whatever its random state.
+        _BACKBONES[key] = rebuildable_backbone(spec, num_classes)
     return _BACKBONES[key]
 
 
