@@ -1,0 +1,721 @@
+"""Performance of autopetl against the physical limit and a naive reference, side by side.
+
+One run, one machine, every figure a ratio of two things measured in that run (issue 11):
+
+1. ``mfu``     dense matmul FLOP/s (fp32, bf16) vs the FLOP/s of a VPT-deep training step
+               (FLOPs counted by FlopCounterMode): model FLOPs utilisation, step/forward FLOPs.
+2. ``naive``   a naive research-code training loop (PNG decode + transforms every epoch, fp32,
+               backbone rebuilt per trial) vs autopetl's path on the same small search.
+3. ``search``  Ray Tune + Optuna + store overhead per trial over smoke searches.
+4. ``memory``  peak tensor memory of one training step, per registered method.
+5. ``profile`` torch.profiler over one VPT-deep step: top ops by self CPU time.
+6. ``concurrency`` N trial processes x 1 thread vs 1 trial x N threads (the CPU's version of
+               several trials sharing one GPU).
+
+    python benchmarks/perf.py --quick     # a few minutes on 2 CPU cores
+    python benchmarks/perf.py             # train800/val200, 3 trials, 64-trial search
+    python benchmarks/perf.py --sections mfu,profile
+
+Writes benchmarks/results/perf.json and perf.md (perf_quick.* with --quick) and the profile to
+perf_profile.txt (perf_quick_profile.txt). Uses the DINOv2 ViT-S/14 in ../shared/weights at
+112 px; with ``--weights none`` (or when that file is absent) the backbone is random-init and the
+``naive`` section, which needs a weights file to rebuild from, is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "vit_small_patch14_dinov2.safetensors"
+SECTIONS = ("mfu", "profile", "naive", "search", "memory", "concurrency")
+# The small "search" both sides run: VPT-deep with three (lr, prompt length) configurations.
+NAIVE_TRIALS = [
+    {"lr": 2e-3, "prompt_length": 10},
+    {"lr": 5e-3, "prompt_length": 5},
+    {"lr": 1e-3, "prompt_length": 20},
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="a file, or none")
+    parser.add_argument("--backbone", default="vit_small_patch14_dinov2")
+    parser.add_argument("--img-size", type=int, default=112)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--prompt-length", type=int, default=10, help="VPT-deep in mfu/profile")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--trials", type=int, default=0, help="naive section (0: 3, quick 2)")
+    parser.add_argument("--epochs", type=int, default=1, help="naive section epochs per trial")
+    parser.add_argument("--train-images", type=int, default=0, help="0: 800, quick 96")
+    parser.add_argument("--val-images", type=int, default=0, help="0: 200, quick 64")
+    parser.add_argument(
+        "--search-trials", default="", help="smoke search sizes (default 16,64; quick 8,16)"
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    return parser.parse_args()
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(
+            (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in out.splitlines())
+        )
+        for key in (
+            "Model name",
+            "CPU family",
+            "Model",
+            "Core(s) per socket",
+            "Thread(s) per core",
+        ):
+            info[key.lower().replace(" ", "_").replace("(s)", "s")] = fields.get(key)
+        flags = fields.get("Flags", "").split()
+        info["bf16_flags"] = [f for f in flags if "bf16" in f or "amx" in f]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from _perf_compute import (
+        autocast,
+        count_flops,
+        make_step,
+        matmul_flops,
+        model_gemm_shapes,
+        time_steps,
+    )
+
+    from autopetl.tasks.data import normalize
+
+    model, images, labels, mean, std = ctx["vpt_model"](), ctx["images"], ctx["labels"], *ctx["ms"]
+    tokens = ctx["tokens"]
+    flops = count_flops(model, images, labels, mean, std)
+    print(
+        f"  FLOPs: forward {flops['forward_flops'] / 1e9:.1f} G, step "
+        f"{flops['step_flops'] / 1e9:.1f} G (x{flops['step_over_forward']:.2f})",
+        flush=True,
+    )
+    squares = [(n, n, n) for n in ((1024, 2048) if args.quick else (512, 1024, 2048))]
+    gemms = model_gemm_shapes(model.backbone.blocks[0], tokens, args.batch_size)
+    seconds = 0.5 if args.quick else 1.5
+    peaks: dict[str, Any] = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        rows = matmul_flops(squares + gemms, dtype, min_seconds=seconds)
+        name = str(dtype).removeprefix("torch.")
+        peaks[name] = {
+            "rows": rows,
+            "peak_gflops": max(r["gflops_best"] for r in rows),
+            "square_peak_gflops": max(r["gflops_best"] for r in rows[: len(squares)]),
+            "model_gemm_gflops": max(r["gflops_best"] for r in rows[len(squares) :]),
+        }
+        print(
+            f"  matmul {name}: peak {peaks[name]['peak_gflops']:.0f} GFLOP/s "
+            f"(model-shaped GEMMs {peaks[name]['model_gemm_gflops']:.0f})",
+            flush=True,
+        )
+    steps: dict[str, Any] = {}
+    for precision, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
+        step, _ = make_step(model, images, labels, mean, std, precision)
+        times = time_steps(step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3)
+        med = statistics.median(times)
+        model.eval()
+
+        def forward(precision: str = precision) -> None:
+            with torch.no_grad(), autocast(precision):
+                model(normalize(images, mean, std))
+
+        ftimes = time_steps(forward, warmup=1, min_seconds=2 if args.quick else 5, min_reps=3)
+        fmed = statistics.median(ftimes)
+        peak = peaks[dtype]["peak_gflops"] * 1e9
+        steps[precision] = {
+            "step_s_median": med,
+            "step_s_best": min(times),
+            "steps": len(times),
+            "train_images_per_s": args.batch_size / med,
+            "achieved_gflops": flops["step_flops"] / med / 1e9,
+            "mfu": flops["step_flops"] / med / peak,
+            "mfu_best_step": flops["step_flops"] / min(times) / peak,
+            "mfu_vs_fp32_peak": flops["step_flops"] / med / (peaks["float32"]["peak_gflops"] * 1e9),
+            "forward_s_median": fmed,
+            "forward_images_per_s": args.batch_size / fmed,
+            "forward_mfu": flops["forward_flops"] / fmed / peak,
+        }
+        s = steps[precision]
+        print(
+            f"  {precision} step: {s['train_images_per_s']:.1f} img/s, "
+            f"{s['achieved_gflops']:.0f} GFLOP/s, MFU {s['mfu']:.1%}; forward "
+            f"{s['forward_images_per_s']:.1f} img/s (MFU {s['forward_mfu']:.1%})",
+            flush=True,
+        )
+    # The profile shows bf16 SDPA (the CPU flash kernel) slow, its backward above all: the same
+    # step with timm's explicit attention (matmul + softmax, bf16 GEMMs under autocast).
+    unfused = ctx["vpt_model"]()
+    for block in unfused.backbone.blocks:
+        block.attn.fused_attn = False
+    variants = {}
+    for precision in ("bf16",) if ctx["bf16"]["has_bf16_units"] else ():
+        step, _ = make_step(unfused, images, labels, mean, std, precision)
+        times = time_steps(step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3)
+        med = statistics.median(times)
+        variants[f"{precision}_unfused_attention"] = {
+            "step_s_median": med,
+            "train_images_per_s": args.batch_size / med,
+            "achieved_gflops": flops["step_flops"] / med / 1e9,
+            "mfu": flops["step_flops"] / med / (peaks["bfloat16"]["peak_gflops"] * 1e9),
+            "over_fused": steps[precision]["step_s_median"] / med,
+        }
+        v = variants[f"{precision}_unfused_attention"]
+        print(
+            f"  {precision} step, unfused attention: {v['train_images_per_s']:.1f} img/s, "
+            f"MFU {v['mfu']:.1%} ({v['over_fused']:.2f}x the fused step)",
+            flush=True,
+        )
+    return {
+        "model": f"{args.backbone} VPT-deep p={args.prompt_length}, {args.img_size} px, "
+        f"batch {args.batch_size}, {tokens} tokens",
+        "flops": flops,
+        "matmul": peaks,
+        "steps": steps,
+        "variants": variants,
+        "bf16_over_fp32_step": steps["bf16"]["train_images_per_s"]
+        / steps["fp32"]["train_images_per_s"],
+        "bf16_over_fp32_matmul_peak": peaks["bfloat16"]["peak_gflops"]
+        / peaks["float32"]["peak_gflops"],
+    }
+
+
+def section_profile(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from _perf_compute import make_step, profile_step
+
+    out: dict[str, Any] = {}
+    texts = []
+    for precision in ("fp32", "bf16"):
+        model = ctx["vpt_model"]()
+        step, _ = make_step(model, ctx["images"], ctx["labels"], *ctx["ms"], precision)
+        prof = profile_step(step, warmup=2)
+        texts.append(
+            f"=== one VPT-deep training step, {precision}, {args.backbone} at {args.img_size} px, "
+            f"batch {args.batch_size}, {torch.get_num_threads()} threads ===\n"
+            f"self CPU total {prof['self_cpu_ms_total']:.0f} ms; share by category: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in prof["share_by_category"].items())
+            + "\n\n"
+            + prof["table"]
+        )
+        prof.pop("table")
+        out[precision] = prof
+        print(
+            f"  {precision}: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in prof["share_by_category"].items()),
+            flush=True,
+        )
+    path = args.out.with_name(args.out.stem + "_profile.txt")
+    path.write_text("\n\n".join(texts))
+    out["file"] = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+    return out
+
+
+def section_naive(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from _perf_naive import autopetl_search, input_agreement, naive_search, png_split
+
+    n_trials = args.trials or (2 if args.quick else 3)
+    trials = NAIVE_TRIALS[:n_trials]
+    n_train = args.train_images or (96 if args.quick else 800)
+    n_val = args.val_images or (64 if args.quick else 200)
+    train_png = png_split("train800", n_train)
+    val_png = png_split("val200", n_val)
+    common = dict(
+        model_name=args.backbone,
+        weights=Path(args.weights),
+        img_size=args.img_size,
+        train_png=train_png,
+        val_png=val_png,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=0,
+    )
+    precision = "bf16" if ctx["bf16"]["has_bf16_units"] else "fp32"
+    runs: dict[str, Any] = {}
+    load_at: dict[str, list[float]] = {}
+    names = ["naive", f"autopetl_{precision}"] + (["autopetl_fp32"] if precision != "fp32" else [])
+    for name in names:
+        load_at[name] = load()
+        if name == "naive":
+            runs[name] = naive_search(trials, mean=ctx["ms"][0], std=ctx["ms"][1], **common)
+        else:
+            runs[name] = autopetl_search(trials, precision=name.split("_")[1], **common)
+        r = runs[name]
+        per_trial = len(train_png[1]) * args.epochs
+        train_s = sum(per_trial / t["train_images_per_s"] for t in r["trials"])
+        r["train_images_per_s"] = per_trial * len(r["trials"]) / train_s
+        print(
+            f"  {name:14s} {r['total_s']:6.1f} s end to end, {r['train_images_per_s']:5.1f} "
+            f"train img/s, val acc " + " ".join(f"{t['val_acc']:.1%}" for t in r["trials"]),
+            flush=True,
+        )
+    agreement = input_agreement(
+        val_png, runs[f"autopetl_{precision}"].pop("val_data"), args.img_size
+    )
+    for r in runs.values():
+        r.pop("train_data", None)
+        r.pop("val_data", None)
+    naive = runs["naive"]
+    ratios = {}
+    for name, r in runs.items():
+        if name == "naive":
+            continue
+        ratios[name] = {
+            "train_throughput_x": r["train_images_per_s"] / naive["train_images_per_s"],
+            "end_to_end_x": naive["total_s"] / r["total_s"],
+            "max_abs_val_acc_diff": max(
+                abs(a["val_acc"] - b["val_acc"])
+                for a, b in zip(r["trials"], naive["trials"], strict=True)
+            ),
+            "max_abs_train_loss_diff": max(
+                abs(a["train_loss"] - b["train_loss"])
+                for a, b in zip(r["trials"], naive["trials"], strict=True)
+            ),
+        }
+    return {
+        "task": "vtab/dsprites_loc (PNG-encoded 64 px frames)",
+        "train_images": n_train,
+        "val_images": n_val,
+        "trials": trials,
+        "epochs": args.epochs,
+        "method": "VPT-deep",
+        "autopetl_precision": precision,
+        "runs": runs,
+        "ratios": ratios,
+        "input_agreement": agreement,
+        "load_at_start": load_at,
+    }
+
+
+def section_search(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from _perf_search import search_overhead
+
+    sizes = [int(x) for x in (args.search_trials or ("8,16" if args.quick else "16,64")).split(",")]
+    return search_overhead(sizes, cpus=os.cpu_count() or 1)
+
+
+def section_memory(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from _perf_memory import method_memory
+    from methods_dsprites import CLS_CONFIG, CONFIGS
+
+    from autopetl.methods import METHODS
+
+    configs = [*CONFIGS, CLS_CONFIG]
+    precisions = ["bf16"] if args.quick else ["bf16", "fp32"]
+    if not ctx["bf16"]["has_bf16_units"]:
+        precisions = ["fp32"]
+    rows = []
+    for precision in precisions:
+        rows += method_memory(
+            ctx["backbone"], configs, ctx["images"], ctx["labels"], *ctx["ms"], precision
+        )
+    return {
+        "batch_size": args.batch_size,
+        "methods_registered": sorted(METHODS),
+        "methods_measured": sorted({c[1] for c in configs}),
+        "rows": rows,
+    }
+
+
+def section_concurrency(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The CPU's version of several trials sharing a GPU: N processes x 1 thread vs 1 x N."""
+    from _perf_compute import concurrent_throughput
+
+    cpus = args.threads
+    precision = "bf16" if ctx["bf16"]["has_bf16_units"] else "fp32"
+    spec = {
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "img_size": args.img_size,
+        "batch_size": args.batch_size,
+        "precision": precision,
+        "seconds": 10 if args.quick else 25,
+    }
+    one = concurrent_throughput(spec, 1, cpus)
+    many = concurrent_throughput(spec, cpus, 1)
+    out = {
+        "precision": precision,
+        "model": f"{args.backbone} VPT-deep p=10, {args.img_size} px, batch {args.batch_size}",
+        "one_trial_images_per_s": sum(one),
+        "trials": cpus,
+        "per_trial_images_per_s": many,
+        "concurrent_images_per_s": sum(many),
+        "gain_x": sum(many) / sum(one),
+    }
+    print(
+        f"  1 trial x {cpus} threads {sum(one):.1f} img/s; {cpus} trials x 1 thread "
+        f"{sum(many):.1f} img/s in all ({out['gain_x']:.2f}x)",
+        flush=True,
+    )
+    return out
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def figures(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, value, what it is a ratio of) rows for the headline table."""
+    rows: list[tuple[str, str, str]] = []
+    s = report["sections"]
+    if "mfu" in s:
+        m = s["mfu"]
+        rows += [
+            (
+                "step FLOPs / forward FLOPs",
+                f"{m['flops']['step_over_forward']:.2f}x",
+                f"{m['flops']['step_flops'] / 1e9:.1f} / {m['flops']['forward_flops'] / 1e9:.1f} "
+                "GFLOP (FlopCounterMode)",
+            ),
+            (
+                "bf16 / fp32 matmul peak",
+                f"{m['bf16_over_fp32_matmul_peak']:.2f}x",
+                f"{m['matmul']['bfloat16']['peak_gflops']:.0f} / "
+                f"{m['matmul']['float32']['peak_gflops']:.0f} GFLOP/s",
+            ),
+        ]
+        for p in ("fp32", "bf16"):
+            st = m["steps"][p]
+            peak = m["matmul"]["float32" if p == "fp32" else "bfloat16"]["peak_gflops"]
+            rows.append(
+                (
+                    f"MFU, VPT-deep step, {p}",
+                    f"{st['mfu']:.1%}",
+                    f"{st['achieved_gflops']:.0f} GFLOP/s achieved / {peak:.0f} peak "
+                    f"({st['train_images_per_s']:.1f} img/s)",
+                )
+            )
+        for name, v in m.get("variants", {}).items():
+            rows.append(
+                (
+                    f"{name} / fused bf16 step",
+                    f"{v['over_fused']:.2f}x",
+                    f"{v['train_images_per_s']:.1f} img/s, MFU {v['mfu']:.1%} "
+                    "(timm fused_attn=False: explicit matmul + softmax)",
+                )
+            )
+        rows.append(
+            (
+                "bf16 / fp32 training step",
+                f"{m['bf16_over_fp32_step']:.2f}x",
+                f"{m['steps']['bf16']['train_images_per_s']:.1f} / "
+                f"{m['steps']['fp32']['train_images_per_s']:.1f} img/s",
+            )
+        )
+    if "naive" in s:
+        n = s["naive"]
+        for name, r in n["ratios"].items():
+            run = n["runs"][name]
+            rows += [
+                (
+                    f"training throughput, {name} / naive",
+                    f"{r['train_throughput_x']:.2f}x",
+                    f"{run['train_images_per_s']:.1f} / "
+                    f"{n['runs']['naive']['train_images_per_s']:.1f} img/s",
+                ),
+                (
+                    f"end-to-end {len(n['trials'])}-trial search, naive / {name}",
+                    f"{r['end_to_end_x']:.2f}x",
+                    f"{n['runs']['naive']['total_s']:.1f} / {run['total_s']:.1f} s; "
+                    f"largest val acc difference {r['max_abs_val_acc_diff']:.1%}, train loss "
+                    f"{r['max_abs_train_loss_diff']:.3f}",
+                ),
+            ]
+    if "search" in s:
+        se = s["search"]
+        for run in se["runs"]:
+            rows.append(
+                (
+                    f"search overhead per trial ({run['trials']} smoke trials)",
+                    f"{run['overhead_per_trial_s']:.3f} s",
+                    f"({run['wall_s']:.1f} s x {run['slots']} slots - {run['sum_train_s']:.1f} s "
+                    f"training) / {run['trials']}; target {se['target_s']} s",
+                )
+            )
+        if se["marginal_overhead_per_trial_s"] is not None:
+            rows.append(
+                (
+                    "marginal search overhead per trial",
+                    f"{se['marginal_overhead_per_trial_s']:.3f} s",
+                    f"slope between {se['runs'][0]['trials']} and {se['runs'][-1]['trials']} "
+                    f"trials; fixed {se['fixed_overhead_slot_s']:.1f} slot-s per search",
+                )
+            )
+    if "concurrency" in s:
+        c = s["concurrency"]
+        rows.append(
+            (
+                f"{c['trials']} concurrent 1-thread trials / 1 trial at {c['trials']} threads",
+                f"{c['gain_x']:.2f}x",
+                f"{c['concurrent_images_per_s']:.1f} / {c['one_trial_images_per_s']:.1f} training "
+                f"img/s in all ({c['precision']}, VPT-deep)",
+            )
+        )
+    if "memory" in s:
+        rows_m = s["memory"]["rows"]
+        for p in sorted({r["precision"] for r in rows_m}):
+            sel = [r for r in rows_m if r["precision"] == p]
+            lo = min(sel, key=lambda r: r["peak_total_mib"])
+            hi = max(sel, key=lambda r: r["peak_total_mib"])
+            rows.append(
+                (
+                    f"peak step memory, max / min method ({p})",
+                    f"{hi['peak_total_mib'] / lo['peak_total_mib']:.2f}x",
+                    f"{hi['config']} {hi['peak_total_mib']:.0f} MiB / {lo['config']} "
+                    f"{lo['peak_total_mib']:.0f} MiB",
+                )
+            )
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"# autopetl performance ({'quick' if report['quick'] else 'full'} run)",
+        "",
+        f"{m.get('model_name')} (family {m.get('cpu_family')}, model {m.get('model')}), "
+        f"{m['cpus']} CPUs, {m['torch_threads']} torch threads, bf16 units: "
+        f"{report['bf16']['has_bf16_units']} ({', '.join(m.get('bf16_flags', []))}); "
+        f"torch {m['torch']}; load average {report['load_start']} at start, "
+        f"{report['load_end']} at end; {report['when']} ({report['seconds']:.0f} s).",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        "| figure | value | ratio of |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in figures(report)]
+    for name, error in report.get("errors", {}).items():
+        lines += ["", f"Section {name} failed: {error}"]
+    s = report["sections"]
+    if "mfu" in s:
+        lines += ["", f"## MFU: {s['mfu']['model']}", ""]
+        lines += [
+            "| dtype | shape m,k,n | GFLOP/s best | median |",
+            "| --- | --- | --- | --- |",
+        ]
+        for dtype, peak in s["mfu"]["matmul"].items():
+            for r in peak["rows"]:
+                lines.append(
+                    f"| {dtype} | {','.join(map(str, r['shape']))} | {r['gflops_best']:.0f} "
+                    f"| {r['gflops_median']:.0f} |"
+                )
+        lines += [
+            "",
+            "| precision | train img/s | GFLOP/s | MFU (median step) | MFU (best step) | "
+            "forward img/s | forward MFU |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for p, st in s["mfu"]["steps"].items():
+            lines.append(
+                f"| {p} | {st['train_images_per_s']:.1f} | {st['achieved_gflops']:.0f} | "
+                f"{st['mfu']:.1%} | {st['mfu_best_step']:.1%} | {st['forward_images_per_s']:.1f} "
+                f"| {st['forward_mfu']:.1%} |"
+            )
+        by_op = s["mfu"]["flops"]["step_flops_by_op"]
+        total = sum(by_op.values()) or 1
+        lines += [
+            "",
+            "Step FLOPs by op: " + ", ".join(f"{k} {v / total:.1%}" for k, v in by_op.items()),
+        ]
+    if "profile" in s:
+        lines += ["", f"## Profile of one VPT-deep step ({s['profile']['file']})", ""]
+        for p in ("fp32", "bf16"):
+            pr = s["profile"][p]
+            lines.append(
+                f"- {p}: {pr['self_cpu_ms_total']:.0f} ms self CPU; "
+                + ", ".join(f"{k} {v:.1%}" for k, v in pr["share_by_category"].items())
+                + "; top: "
+                + ", ".join(f"{o['op']} {o['share']:.1%}" for o in pr["top_ops"][:6])
+            )
+    if "naive" in s:
+        n = s["naive"]
+        lines += [
+            "",
+            f"## Naive reference vs autopetl: {len(n['trials'])} VPT-deep trials x {n['epochs']} "
+            f"epoch, {n['train_images']} train / {n['val_images']} val images",
+            "",
+            "| run | trial (lr, p) | backbone build s | train img/s | train loss | val acc | wall s |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, r in n["runs"].items():
+            for i, t in enumerate(r["trials"]):
+                # autopetl builds the backbone once, before its first trial.
+                build = t.get("backbone_build_s", r.get("backbone_build_s", 0.0) if i == 0 else 0.0)
+                lines.append(
+                    f"| {name} | {t['lr']:g}, {t['prompt_length']} | {build:.2f} | "
+                    f"{t['train_images_per_s']:.1f} | {t['train_loss']:.3f} | {t['val_acc']:.1%} | "
+                    f"{t['wall_s']:.1f} |"
+                )
+            extra = f", data prep {r['data_prep_s']:.2f} s" if "data_prep_s" in r else ""
+            lines.append(
+                f"| {name} total | | | {r['train_images_per_s']:.1f} | | | {r['total_s']:.1f}{extra} |"
+            )
+        a = n["input_agreement"]
+        lines += [
+            "",
+            f"Inputs: naive PIL resize vs autopetl's cached uint8 on {a['images']} val images: "
+            f"max |diff| {a['max_abs_diff_levels']:.0f} levels, mean {a['mean_abs_diff_levels']:.3f}.",
+        ]
+    if "search" in s:
+        se = s["search"]
+        lines += [
+            "",
+            f"## Search overhead: {se['backbone']}, {se['space']}, {se['train_images']} train "
+            f"images, {se['cpus']} CPUs; ray.init {se['ray_init_s']:.1f} s (not counted)",
+            "",
+            "| trials | wall s | slots | sum of train s | overhead s/trial "
+            "| recorded start-to-finish - train, s/trial |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in se["runs"]:
+            lines.append(
+                f"| {r['trials']} | {r['wall_s']:.1f} | {r['slots']} | {r['sum_train_s']:.1f} | "
+                f"{r['overhead_per_trial_s']:.3f} | "
+                f"{r['recorded_span_minus_train_per_trial_s']:.3f} |"
+            )
+    if "memory" in s:
+        lines += [
+            "",
+            f"## Peak tensor memory of one training step, batch {s['memory']['batch_size']}",
+            "",
+            "| method | precision | tunable params | peak MiB | params MiB | grads MiB | "
+            "optimizer MiB | step transient peak MiB | train img/s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in s["memory"]["rows"]:
+            lines.append(
+                f"| {r['config']} | {r['precision']} | {r['tunable_params']:,} | "
+                f"{r['peak_total_mib']:.0f} | {r['params_mib']:.0f} | {r['grads_mib']:.1f} | "
+                f"{r['optimizer_mib']:.1f} | {r['step_transient_peak_mib']:.0f} | "
+                f"{r['images_per_s']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        print(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+        return 2
+    if args.out is None:
+        args.out = RESULTS / ("perf_quick.json" if args.quick else "perf.json")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    weights = args.weights
+    if weights != "none" and not Path(weights).is_file():
+        print(f"note: {weights} not found, using a random-init backbone (--weights none)")
+        weights = args.weights = "none"
+    if weights == "none" and "naive" in wanted:
+        print("note: the naive section rebuilds the backbone from a weights file; skipped")
+        wanted.remove("naive")
+
+    from _perf_compute import bf16_hardware
+
+    from autopetl.backbones import BackboneSpec, build_backbone, input_stats
+    from autopetl.methods import build_method
+    from autopetl.pipeline import attach, load_task_data
+    from autopetl.tasks import get_task
+
+    start, load_start = time.perf_counter(), load()
+    task = get_task("vtab/dsprites_loc")
+    backbone = build_backbone(BackboneSpec(args.backbone, weights, args.img_size), task.num_classes)
+    data = load_task_data(task, args.img_size, train_limit=args.batch_size)
+    images, labels = data.train.images, data.train.labels
+    patches = backbone.patch_embed.num_patches
+    ctx = {
+        "backbone": backbone,
+        "images": images,
+        "labels": labels,
+        "ms": input_stats(backbone),
+        "tokens": patches + backbone.num_prefix_tokens + args.prompt_length,
+        "bf16": bf16_hardware(),
+        "vpt_model": lambda: attach(
+            backbone,
+            build_method("vpt", {"prompt_length": args.prompt_length, "deep": True}),
+            seed=0,
+        ),
+    }
+    report: dict[str, Any] = {
+        "quick": args.quick,
+        "command": shlex.join(["python", *sys.argv]),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "bf16": ctx["bf16"],
+        "load_start": load_start,
+        "backbone": {"name": args.backbone, "weights": weights, "img_size": args.img_size},
+        "batch_size": args.batch_size,
+        "sections": {},
+        "section_load": {},
+        "section_seconds": {},
+    }
+    runners = {
+        "mfu": section_mfu,
+        "profile": section_profile,
+        "naive": section_naive,
+        "search": section_search,
+        "memory": section_memory,
+        "concurrency": section_concurrency,
+    }
+    for name in SECTIONS:
+        if name not in wanted:
+            continue
+        print(f"[{name}] load {load()}", flush=True)
+        t0 = time.perf_counter()
+        report["section_load"][name] = {"start": load()}
+        try:
+            report["sections"][name] = runners[name](ctx, args)
+        except Exception as exc:  # one broken section must not lose the others' figures
+            import traceback
+
+            traceback.print_exc()
+            report.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        report["section_load"][name]["end"] = load()
+        report["section_seconds"][name] = time.perf_counter() - t0
+    report["load_end"] = load()
+    report["seconds"] = time.perf_counter() - start
+    report["figures"] = [{"figure": a, "value": b, "ratio_of": c} for a, b, c in figures(report)]
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    table = markdown(report)
+    args.out.with_suffix(".md").write_text(table)
+    print("\n" + table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
