@@ -48,6 +48,20 @@ def backbone_spec(args: argparse.Namespace) -> BackboneSpec:
     )
 
 
+def write_text(text: str, output: Path | None) -> None:
+    """Print ``text`` to stdout, or write it to ``output`` (a user's bad path is one clear line)."""
+    from autopetl.cli._console import console
+
+    if output is None:
+        console.file.write(text)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
+
+
 def parse_set_options(items: list[str] | None) -> dict[str, Any]:
     """``--set key=value`` pairs to a dict; values are read as YAML scalars (10, 0.1, true, a,b)."""
     values: dict[str, Any] = {}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from autopetl.cli._console import console, err_console
+from autopetl.cli._options import write_text
 from autopetl.cli.store_cmd import add_db_option
 
 if TYPE_CHECKING:
@@ -140,13 +141,7 @@ def run(args: argparse.Namespace) -> int:
         wide.print(table)
         return 0
     text = to_markdown(report) if args.format == "md" else to_csv(report)
-    if args.output is None:
-        console.file.write(text)
-        return 0
-    try:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from exc
-    err_console.print(f"wrote the report to {args.output}")
+    write_text(text, args.output)
+    if args.output is not None:
+        err_console.print(f"wrote the report to {args.output}")
     return 0

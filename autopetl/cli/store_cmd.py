@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from autopetl.cli._console import console, err_console
+from autopetl.cli._options import write_text
 
 if TYPE_CHECKING:
     from autopetl.store import Store, TrialRecord
@@ -215,21 +216,14 @@ def export_text(trials: list[TrialRecord], fmt: str) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from autopetl.errors import ConfigError
     from autopetl.store import open_store
 
     with open_store(args.db) as store:
         trials = store.trials(args.search)
     text = export_text(trials, args.format)
-    if args.output is None:
-        console.file.write(text)
-        return 0
-    try:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from exc
-    err_console.print(f"wrote {len(trials)} trials of {args.search} to {args.output}")
+    write_text(text, args.output)
+    if args.output is not None:
+        err_console.print(f"wrote {len(trials)} trials of {args.search} to {args.output}")
     return 0
 
 
