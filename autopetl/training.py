@@ -7,7 +7,6 @@ normalised there (see :func:`autopetl.tasks.normalize`), so no DataLoader worker
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import resource
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 
 from autopetl.errors import ConfigError, TrainingDivergedError
 from autopetl.methods.base import PetlModel
+from autopetl.precision import Resolved, attention_kernel, resolve_precision
+from autopetl.precision import autocast as autocast_for
 from autopetl.tasks.data import SplitData, normalize
 
 
@@ -37,7 +38,9 @@ class TrainConfig:
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9, as VPT's recipe).
         warmup_epochs: Linear warm-up length before the cosine decay to zero.
         seed: Seeds shuffling and dropout (the caller seeds parameter init, see seed_everything).
-        precision: ``auto`` is bf16 autocast on CUDA and fp32 on CPU; ``fp32`` or ``bf16`` force it.
+        precision: ``auto`` is bf16 autocast where the hardware computes bf16 natively (CUDA, and
+            CPUs with AVX512-BF16 or AMX), fp32 elsewhere; ``fp32`` or ``bf16`` force it. See
+            :mod:`autopetl.precision` for the measurements behind it.
         device: ``auto`` picks CUDA when present.
         eval_batch_size: Images per forward pass when evaluating.
         cache_features: When only the head trains (linear, mlp) and the frozen backbone is
@@ -122,13 +125,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16), "bf16"
-    return contextlib.nullcontext(), "fp32"
 
 
 def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -238,14 +234,15 @@ def evaluate(
     """Top-1 accuracy of ``model`` on ``data`` (eval mode), as a fraction in [0, 1]."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     model.eval()
-    autocast, _ = _autocast(dev, precision)
+    resolved = resolve_precision(dev, precision)
     correct = 0
-    for start in range(0, len(data), batch_size):
-        images = data.images[start : start + batch_size].to(dev, non_blocking=True)
-        labels = data.labels[start : start + batch_size].to(dev, non_blocking=True)
-        with autocast:
-            logits = model(normalize(images, mean, std))
-        correct += int((logits.argmax(dim=-1) == labels).sum())
+    with attention_kernel(model, dev, resolved):
+        for start in range(0, len(data), batch_size):
+            images = data.images[start : start + batch_size].to(dev, non_blocking=True)
+            labels = data.labels[start : start + batch_size].to(dev, non_blocking=True)
+            with autocast_for(dev, resolved):
+                logits = model(normalize(images, mean, std))
+            correct += int((logits.argmax(dim=-1) == labels).sum())
     return correct / max(1, len(data))
 
 
@@ -286,6 +283,39 @@ def train(
         TrainingDivergedError: The loss became NaN or infinite.
     """
     device = resolve_device(config.device)
+    precision = resolve_precision(device, config.precision)
+    with attention_kernel(model, device, precision):
+        return _train(
+            model,
+            train_data,
+            val_data,
+            config,
+            device,
+            precision,
+            mean=mean,
+            std=std,
+            on_epoch=on_epoch,
+            on_step=on_step,
+            on_checkpoint=on_checkpoint,
+            resume=resume,
+        )
+
+
+def _train(
+    model: PetlModel,
+    train_data: SplitData,
+    val_data: SplitData | None,
+    config: TrainConfig,
+    device: torch.device,
+    precision: Resolved,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    on_epoch: Callable[[EpochMetrics], None] | None,
+    on_step: Callable[[int, int], None] | None,
+    on_checkpoint: Callable[[EpochMetrics, dict[str, Any]], None] | None,
+    resume: dict[str, Any] | None,
+) -> TrainResult:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.to(device)
@@ -304,7 +334,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _cosine_with_warmup(total, round(config.warmup_epochs * steps_per_epoch))
     )
-    autocast, precision = _autocast(device, config.precision)
+    autocast = autocast_for(device, precision)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout masks
 
@@ -369,7 +399,7 @@ def train(
                 std,
                 batch_size=config.eval_batch_size,
                 device=device,
-                precision=config.precision,
+                precision=precision,
             )
         )
         metrics = EpochMetrics(

@@ -11,6 +11,7 @@ from autopetl.backbones import input_stats
 from autopetl.errors import ConfigError, TrainingDivergedError
 from autopetl.methods import build_method
 from autopetl.pipeline import attach
+from autopetl.precision import resolve_precision
 from autopetl.tasks import SplitData
 from autopetl.training import TrainConfig, train
 
@@ -52,7 +53,10 @@ def test_training_learns_and_reports_every_epoch(tiny_backbone):
     assert result.last_val_acc == epochs[-1].val_acc
     assert result.tunable_params == result.tunable_params_without_head + 64 * 2 + 2
     assert result.images_per_s > 0 and result.wall_time_s > 0 and result.peak_memory_mb > 0
-    assert (result.device, result.precision) == ("cpu", "fp32")
+    assert (result.device, result.precision) == (
+        "cpu",
+        resolve_precision(torch.device("cpu"), "auto"),
+    )
     assert epochs[-1].lr == pytest.approx(0.0, abs=1e-9)  # cosine decays to zero
 
 
