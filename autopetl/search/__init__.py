@@ -1,14 +1,7 @@
-"""The search: spaces as data, Ray Tune + Optuna runs, the driver-side recorder, resume."""
+"""The search: spaces as data, Ray Tune + Optuna runs, the driver-side recorder, resume.
 
-from autopetl.search.runner import SearchOutcome, SearchPlan, run_search
-from autopetl.search.space import SearchSpace, SpaceError, load_space, split_config
-
-__all__ = [
-    "SearchOutcome",
-    "SearchPlan",
-    "SearchSpace",
-    "SpaceError",
-    "load_space",
-    "run_search",
-    "split_config",
-]
+Import from the modules (``autopetl.search.runner``, ``.space``, ...). This file stays empty on
+purpose: every Ray worker imports ``autopetl.search.trainable``, and a package that re-exported
+the runner would make each new worker import the driver's side too (the store, Optuna, Alembic),
+which added about a second to every worker's start (``python -X importtime``).
+"""

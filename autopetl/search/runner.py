@@ -31,6 +31,7 @@ from autopetl.pipeline import TaskData
 from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent
 from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, max_epochs
+from autopetl.search.study_storage import DriverStudyStorage
 from autopetl.search.trainable import TrialSetup, run_trial
 from autopetl.store import Store, TrialRecord
 
@@ -236,6 +237,8 @@ def run_search(
             plan.name,
             recovered,
         )
+    # From here on this driver is the study's only writer: reads come from memory.
+    driver_storage = DriverStudyStorage(storage, plan.name)
 
     setup = TrialSetup(
         plan.backbone, plan.data.task.num_classes, plan.seed, plan.precision, plan.cpus_per_trial
@@ -262,7 +265,7 @@ def run_search(
             mode=list(MODES),
             sampler=sampler,
             study_name=plan.name,
-            storage=storage,
+            storage=driver_storage,
         )
         if plan.scheduler == "asha" and horizon > 1:
             scheduler = ASHAScheduler(

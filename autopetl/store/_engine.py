@@ -108,6 +108,18 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_no_fsync_per_commit(dbapi_connection: Any, _record: Any) -> None:
+    """For engines autopetl does not own (Optuna's): WAL commits without an fsync each.
+
+    ``synchronous`` is per connection, so WAL mode (set on the file by autopetl's engine) alone
+    still syncs at every commit; NORMAL is durable in WAL except on power loss. Nothing else of
+    :func:`_sqlite_on_connect` applies: those engines manage their own transactions.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
 def _sqlite_on_begin(conn: Any) -> None:
     # Writers take the write lock up front (BEGIN IMMEDIATE) so the busy timeout applies: a
     # deferred transaction that reads and then writes fails at once with "database is locked"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -28,6 +28,7 @@ from autopetl.store._engine import (
     resolve_url,
     safe_url,
     sqlite_engine_kwargs,
+    sqlite_no_fsync_per_commit,
 )
 from autopetl.store._migrate import SchemaState, ensure_schema, schema_state
 from autopetl.store._reads import StoreReads, check_choice, find_search_id
@@ -101,9 +102,15 @@ class Store(StoreReads):
             if url.get_backend_name() == "sqlite"
             else postgres_engine_kwargs(url)
         )
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url.render_as_string(hide_password=False), engine_kwargs=kwargs
         )
+        if url.get_backend_name() == "sqlite":
+            # Connections Optuna opened while checking its schema are dropped, so that every
+            # connection of its pool gets the setting.
+            event.listen(storage.engine, "connect", sqlite_no_fsync_per_commit)
+            storage.engine.dispose()
+        return storage
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
