@@ -77,6 +77,14 @@ def search_overhead(sizes: list[int], cpus: int, train_images: int = 64) -> dict
                     for t in trials
                     if t.finished_at is not None
                 ]
+                # The trial phase: from the first trial's start to the last one's end (the
+                # driver's clock, as the wall time). Before it: Tuner start and the workers'
+                # processes (Python, torch and timm imports, the data, the backbone); after it,
+                # Tune's teardown.
+                phase = (
+                    max(t.finished_at for t in trials if t.finished_at is not None)
+                    - min(t.created_at for t in trials)
+                ).total_seconds()
                 slots = cpus  # one CPU per trial
                 runs.append(
                     {
@@ -87,6 +95,11 @@ def search_overhead(sizes: list[int], cpus: int, train_images: int = 64) -> dict
                         "slots": slots,
                         "sum_train_s": train_s,
                         "overhead_per_trial_s": (wall * slots - train_s) / n,
+                        "trial_phase_s": phase,
+                        "fixed_s": wall - phase,
+                        # Slot-seconds of the trial phase not spent training, per trial: the
+                        # hand-off between trials (scheduling, recording, backbone copy).
+                        "steady_overhead_per_trial_s": (phase * slots - train_s) / n,
                         # The store's start (Tune's on_trial_start) to finish, minus training:
                         # what recording costs once a trial runs, not the hand-off before it.
                         "recorded_span_minus_train_per_trial_s": (sum(spans) - train_s) / n,
@@ -95,7 +108,8 @@ def search_overhead(sizes: list[int], cpus: int, train_images: int = 64) -> dict
                 print(
                     f"  search of {n} smoke trials: {wall:.1f} s wall, "
                     f"{train_s:.1f} s training, overhead {runs[-1]['overhead_per_trial_s']:.3f} "
-                    f"s/trial",
+                    f"s/trial; fixed {wall - phase:.1f} s, then "
+                    f"{runs[-1]['steady_overhead_per_trial_s']:.3f} s/trial between trials",
                     flush=True,
                 )
         finally:
@@ -122,3 +136,62 @@ def search_overhead(sizes: list[int], cpus: int, train_images: int = 64) -> dict
         "fixed_overhead_slot_s": fixed,
         "target_s": 0.1,
     }
+
+
+def optuna_storage_cost(trials: int = 64, parallel: int = 2) -> dict[str, Any]:
+    """Driver time per trial of Optuna alone (ask, the default space's suggestions, tell), with
+    ``parallel`` trials in flight as in a search, on each storage: RDBStorage over SQLite (what the
+    driver used before), autopetl's DriverStudyStorage on it (what it uses now), and memory."""
+    import random
+
+    import optuna
+
+    from autopetl.search.runner import make_sampler
+    from autopetl.search.space import load_space, with_epochs
+    from autopetl.search.study_storage import DriverStudyStorage
+    from autopetl.store import open_store
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = with_epochs(load_space("default"), 1)
+    out: dict[str, Any] = {"trials": trials, "parallel": parallel}
+    with tempfile.TemporaryDirectory(prefix="autopetl-perf-") as tmp:
+        store = open_store(f"sqlite:///{Path(tmp) / 'optuna.db'}")
+        try:
+            for label in ("rdb_sqlite", "driver_storage_sqlite", "in_memory"):
+                rdb = store.optuna_storage()
+                optuna.create_study(
+                    storage=rdb, study_name=label, directions=["maximize", "minimize"]
+                )
+                storage: Any = {
+                    "rdb_sqlite": rdb,
+                    "driver_storage_sqlite": DriverStudyStorage(rdb, label),
+                    "in_memory": optuna.storages.InMemoryStorage(),
+                }[label]
+                if label == "in_memory":
+                    optuna.create_study(
+                        storage=storage, study_name=label, directions=["maximize", "minimize"]
+                    )
+                study = optuna.load_study(
+                    study_name=label, storage=storage, sampler=make_sampler("tpe", space, 0)
+                )
+                rng = random.Random(0)
+                t0 = time.perf_counter()
+                pending: list[Any] = []
+                for _ in range(trials):
+                    trial = study.ask()
+                    space(trial)
+                    pending.append(trial)
+                    if len(pending) >= parallel:
+                        study.tell(pending.pop(0), [rng.random(), rng.randint(1, 10**6)])
+                for trial in pending:
+                    study.tell(trial, [rng.random(), rng.randint(1, 10**6)])
+                out[f"{label}_ms_per_trial"] = (time.perf_counter() - t0) / trials * 1e3
+                print(
+                    f"  Optuna on {label}: {out[f'{label}_ms_per_trial']:.1f} ms/trial", flush=True
+                )
+        finally:
+            store.close()
+    out["rdb_over_driver_storage"] = (
+        out["rdb_sqlite_ms_per_trial"] / out["driver_storage_sqlite_ms_per_trial"]
+    )
+    return out

@@ -64,9 +64,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=1, help="naive section epochs per trial")
     parser.add_argument("--train-images", type=int, default=0, help="0: 800, quick 96")
     parser.add_argument("--val-images", type=int, default=0, help="0: 200, quick 64")
-    parser.add_argument(
-        "--search-trials", default="", help="smoke search sizes (default 16,64; quick 8,16)"
-    )
+    parser.add_argument("--search-trials", default="", help="smoke search sizes (default 16,64)")
     parser.add_argument("--out", type=Path, default=None)
     return parser.parse_args()
 
@@ -322,10 +320,13 @@ def section_naive(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 
 def section_search(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from _perf_search import search_overhead
+    from _perf_search import optuna_storage_cost, search_overhead
 
-    sizes = [int(x) for x in (args.search_trials or ("8,16" if args.quick else "16,64")).split(",")]
-    return search_overhead(sizes, cpus=os.cpu_count() or 1)
+    # 64 trials in both: the target is the average over a 64-trial smoke search.
+    sizes = [int(x) for x in (args.search_trials or "16,64").split(",")]
+    out = search_overhead(sizes, cpus=os.cpu_count() or 1)
+    out["optuna_storage"] = optuna_storage_cost()
+    return out
 
 
 def section_memory(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -465,6 +466,26 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"training) / {run['trials']}; target {se['target_s']} s",
                 )
             )
+            rows.append(
+                (
+                    f"... of which fixed per search / between trials ({run['trials']} trials)",
+                    f"{run['fixed_s']:.1f} s / {run['steady_overhead_per_trial_s']:.3f} s",
+                    f"wall - trial phase ({run['trial_phase_s']:.1f} s) / (phase x "
+                    f"{run['slots']} - training) / {run['trials']}",
+                )
+            )
+        if "optuna_storage" in se:
+            o = se["optuna_storage"]
+            rows.append(
+                (
+                    "Optuna per trial, RDBStorage / DriverStudyStorage (SQLite)",
+                    f"{o['rdb_over_driver_storage']:.2f}x",
+                    f"{o['rdb_sqlite_ms_per_trial']:.1f} / "
+                    f"{o['driver_storage_sqlite_ms_per_trial']:.1f} ms (in memory "
+                    f"{o['in_memory_ms_per_trial']:.1f} ms); ask + suggest + tell, "
+                    f"{o['trials']} trials",
+                )
+            )
         if se["marginal_overhead_per_trial_s"] is not None:
             rows.append(
                 (
@@ -598,13 +619,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"images, {se['cpus']} CPUs; ray.init {se['ray_init_s']:.1f} s (not counted)",
             "",
             "| trials | wall s | slots | sum of train s | overhead s/trial "
+            "| fixed s (wall - trial phase) | between trials s/trial "
             "| recorded start-to-finish - train, s/trial |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in se["runs"]:
             lines.append(
                 f"| {r['trials']} | {r['wall_s']:.1f} | {r['slots']} | {r['sum_train_s']:.1f} | "
-                f"{r['overhead_per_trial_s']:.3f} | "
+                f"{r['overhead_per_trial_s']:.3f} | {r['fixed_s']:.1f} | "
+                f"{r['steady_overhead_per_trial_s']:.3f} | "
                 f"{r['recorded_span_minus_train_per_trial_s']:.3f} |"
             )
     if "memory" in s:
