@@ -56,8 +56,11 @@ def attach(
 ) -> PetlModel:
     """A fresh model for one run: seeded, on a copy of the frozen backbone by default.
 
-    Copying keeps one frozen backbone reusable across trials: methods that patch layers (LoRA,
-    adapters) or replace the head change the module tree they are given.
+    Copying keeps one frozen backbone reusable across runs: methods that patch layers (LoRA,
+    adapters) or train backbone weights change the module tree they are given, and every method
+    replaces its head. ``copy_backbone=False`` uses ``backbone`` itself: right only for a method
+    whose ``changes_backbone`` is False, and only while no other model built on ``backbone`` is in
+    use (a search worker runs one trial at a time); a later attach replaces this model's head.
     """
     seed_everything(seed)
     net = copy.deepcopy(backbone) if copy_backbone else backbone

@@ -5,8 +5,10 @@ On CPU the process's resident set is shared by Python, torch, Ray and the data, 
 holds is accounted exactly, by a dispatch mode that registers each op's output storage and a weak
 reference that unregisters it when the storage is freed (the technique of torch's own
 ``MemTracker``, which fails on models with frozen parameters). Registered up front: the model's
-parameters and buffers (a trial trains on its own deep copy of the frozen backbone, so the copy
-counts), the gradients left from the previous step and the optimiser state. The peak of all live
+parameters and buffers that are the trial's own (a trial of a method that changes the backbone
+trains on its own deep copy of it, so the copy counts; the others use the worker's one frozen
+backbone as it is, as ``run_trial`` does, and only their added modules and head count), the
+gradients left from the previous step and the optimiser state. The peak of all live
 bytes over one steady-state step (after a warm-up step created the optimiser state) is the trial's
 memory; the uint8 input batch itself is not counted.
 """
@@ -75,11 +77,26 @@ def method_memory(
 ) -> list[dict[str, Any]]:
     rows = []
     for label, method, values, lr in configs:
-        model = attach(backbone, build_method(method, values), seed=0)
+        petl = build_method(method, values)
+        # As a search worker does it (autopetl.search.trainable.run_trial).
+        model = attach(backbone, petl, seed=0, copy_backbone=petl.changes_backbone)
         step, optimizer = make_step(model, images, labels, mean, std, precision, lr=lr)
         step()  # optimiser state exists from here on
         tracker = LiveBytes()
-        params = sum(tracker.add(t) for t in [*model.parameters(), *model.buffers()])
+        worker_owned = (
+            set()
+            if petl.changes_backbone
+            else {
+                id(t)
+                for n, t in [*backbone.named_parameters(), *backbone.named_buffers()]
+                if not n.startswith("head.")
+            }
+        )
+        params = sum(
+            tracker.add(t)
+            for t in [*model.parameters(), *model.buffers()]
+            if id(t) not in worker_owned
+        )
         grads = sum(tracker.add(p.grad) for p in model.parameters() if p.grad is not None)
         state = [
             v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)
@@ -99,6 +116,7 @@ def method_memory(
                 "method": method,
                 "precision": precision,
                 "tunable_params": model.num_tunable(),
+                "copies_backbone": petl.changes_backbone,
                 "peak_total_mib": _mib(tracker.peak),
                 "params_mib": _mib(params),
                 "grads_mib": _mib(grads),

@@ -635,13 +635,14 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"## Peak tensor memory of one training step, batch {s['memory']['batch_size']}",
             "",
-            "| method | precision | tunable params | peak MiB | params MiB | grads MiB | "
-            "optimizer MiB | step transient peak MiB | train img/s |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| method | precision | tunable params | own backbone copy | peak MiB | params MiB "
+            "| grads MiB | optimizer MiB | step transient peak MiB | train img/s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in s["memory"]["rows"]:
             lines.append(
                 f"| {r['config']} | {r['precision']} | {r['tunable_params']:,} | "
+                f"{'yes' if r['copies_backbone'] else 'no (shared)'} | "
                 f"{r['peak_total_mib']:.0f} | {r['params_mib']:.0f} | {r['grads_mib']:.1f} | "
                 f"{r['optimizer_mib']:.1f} | {r['step_transient_peak_mib']:.0f} | "
                 f"{r['images_per_s']:.1f} |"

@@ -94,6 +94,59 @@ def test_only_tunable_parameters_train(case, spec_and_backbone) -> None:
     assert all(not p.requires_grad for p in backbone.parameters())
 
 
+def _backbone_state(backbone: VisionTransformer) -> dict[str, object]:
+    """Everything of the backbone but its head: module objects, tensors, requires_grad flags."""
+    state: dict[str, object] = {}
+    for name, module in backbone.named_modules():
+        if name != "head" and not name.startswith("head."):
+            state[f"module {name}"] = module
+    for name, t in [*backbone.named_parameters(), *backbone.named_buffers()]:
+        if not name.startswith("head."):
+            state[f"tensor {name}"] = (t.detach().clone(), t.requires_grad)
+    return state
+
+
+def _same(a: dict[str, object], b: dict[str, object]) -> list[str]:
+    def equal(x: object, y: object) -> bool:
+        if isinstance(x, tuple) and isinstance(y, tuple):
+            return torch.equal(x[0], y[0]) and x[1] == y[1]
+        return x is y
+
+    return [k for k in a.keys() | b.keys() if k not in a or k not in b or not equal(a[k], b[k])]
+
+
+SHARING_CASES = [c for c in CASES if not build_method(*c).changes_backbone]
+
+
+def test_methods_that_share_the_backbone_are_declared() -> None:
+    assert {name for name, _ in SHARING_CASES} == {"linear", "mlp", "vpt", "dvpt", "sidetune"}
+
+
+@pytest.mark.parametrize("case", SHARING_CASES, ids=_case_id)
+def test_changes_backbone_false_is_true_to_its_word(case, spec_and_backbone) -> None:
+    """Attached without a copy and trained, the backbone (head aside) is the same objects with
+    the same values, so the next trial of a search worker can use it as it is."""
+    _, backbone = spec_and_backbone
+    before = _backbone_state(backbone)
+    for seed in (0, 1):  # two trials in a row on the one backbone
+        model = attach(backbone, build_method(*case), seed=seed, copy_backbone=False)
+        assert model.backbone is backbone
+        tunable = [p for _, p in model.tunable_named_parameters()]
+        optimizer = torch.optim.SGD(tunable, lr=0.5)
+        model.train()
+        for _ in range(2):
+            optimizer.zero_grad()
+            logits = model(_images(backbone))
+            torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+            optimizer.step()
+        assert not _same(before, _backbone_state(backbone))
+    # A fresh attach gives the same start as on a copy: the last trial's head is not inherited.
+    shared = attach(backbone, build_method(*case), seed=3, copy_backbone=False).eval()
+    copied = attach(copy.deepcopy(backbone), build_method(*case), seed=3).eval()
+    with torch.no_grad():
+        assert torch.equal(shared(_images(backbone)), copied(_images(backbone)))
+
+
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_tunable_count_matches_closed_form(case, spec_and_backbone) -> None:
     _, backbone = spec_and_backbone

@@ -136,6 +136,12 @@ class Method(ABC):
 
     name: ClassVar[str]
     config_cls: ClassVar[type[MethodConfig]]
+    # Whether ``attach`` changes the backbone beyond its head: trains its weights (full, bias,
+    # partial) or swaps its layers (LoRA, adapters). Methods that only read it (prompts, side
+    # networks, heads) set False, and a search worker then lends them its one frozen backbone
+    # instead of copying it for every trial (a ViT-B copy is 330 MiB). The methods' contract
+    # test checks every False against what attach and a training step really do.
+    changes_backbone: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_cls()

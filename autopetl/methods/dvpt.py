@@ -149,6 +149,7 @@ class DVPTModel(PromptedModel):
 @register_method
 class DVPT(Method):
     name = "dvpt"
+    changes_backbone = False
     config_cls = DVPTConfig
     config: DVPTConfig
 

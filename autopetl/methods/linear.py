@@ -18,6 +18,7 @@ class LinearConfig(MethodConfig):
 @register_method
 class Linear(Method):
     name = "linear"
+    changes_backbone = False
     config_cls = LinearConfig
 
     def attach(self, backbone: VisionTransformer) -> PetlModel:

@@ -44,6 +44,7 @@ class MLPConfig(MethodConfig):
 @register_method
 class MLP(Method):
     name = "mlp"
+    changes_backbone = False
     config_cls = MLPConfig
     config: MLPConfig
 

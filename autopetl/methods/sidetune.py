@@ -79,6 +79,7 @@ class SideTuneModel(PetlModel):
 @register_method
 class SideTune(Method):
     name = "sidetune"
+    changes_backbone = False
     config_cls = SideTuneConfig
     config: SideTuneConfig
 

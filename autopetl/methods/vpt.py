@@ -55,6 +55,7 @@ class VPTModel(PromptedModel):
 @register_method
 class VPT(Method):
     name = "vpt"
+    changes_backbone = False
     config_cls = VPTConfig
     config: VPTConfig
 

@@ -2,8 +2,8 @@
 
 The task's tensors arrive once through Ray's object store (``tune.with_parameters``); the frozen
 backbone is built once per worker process and kept in :data:`_BACKBONES`, so with
-``reuse_actors=True`` a worker's later trials only copy it (methods that patch layers need their
-own copy). Each epoch is reported to Tune with a checkpoint of the training state, so a trial whose
+``reuse_actors=True`` a worker's later trials reuse it: as it is for methods that only read it,
+as a copy for those that change it (``Method.changes_backbone``). Each epoch is reported to Tune with a checkpoint of the training state, so a trial whose
 worker dies resumes from its last epoch; the last report carries the trial's cost figures. A
 configuration that fails by itself (a NaN loss) reports an ``error`` instead of raising, so Tune
 retries only trials whose worker died.
@@ -74,7 +74,9 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
     device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
     train_config = train_config_of(config, setup, device)
     backbone = cached_backbone(setup.backbone, setup.num_classes)
-    model = attach(backbone, build_method(method_name, options), seed=setup.seed)
+    method = build_method(method_name, options)
+    # A worker runs one trial at a time, so methods that only read the backbone use it as it is.
+    model = attach(backbone, method, seed=setup.seed, copy_backbone=method.changes_backbone)
     params = {
         "tunable_params": model.num_tunable(),
         "tunable_params_without_head": model.num_tunable(include_head=False),
