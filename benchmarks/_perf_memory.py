@@ -34,13 +34,19 @@ class LiveBytes(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, weakref.ref] = {}
+        self.ignored: set[int] = set()
         self.current = 0
         self.peak = 0
+
+    def ignore(self, tensor: torch.Tensor) -> None:
+        """Never count this tensor's storage, nor the views ops make of it (a transpose of a
+        weight is an op output on the weight's own storage)."""
+        self.ignored.add(tensor.untyped_storage()._cdata)
 
     def add(self, tensor: torch.Tensor) -> int:
         storage = tensor.untyped_storage()
         key = storage._cdata
-        if key in self.live:
+        if key in self.live or key in self.ignored:
             return 0
         size = storage.nbytes()
 
@@ -83,20 +89,11 @@ def method_memory(
         step, optimizer = make_step(model, images, labels, mean, std, precision, lr=lr)
         step()  # optimiser state exists from here on
         tracker = LiveBytes()
-        worker_owned = (
-            set()
-            if petl.changes_backbone
-            else {
-                id(t)
-                for n, t in [*backbone.named_parameters(), *backbone.named_buffers()]
-                if not n.startswith("head.")
-            }
-        )
-        params = sum(
-            tracker.add(t)
-            for t in [*model.parameters(), *model.buffers()]
-            if id(t) not in worker_owned
-        )
+        if not petl.changes_backbone:  # the worker's backbone, not this trial's
+            for name, t in [*backbone.named_parameters(), *backbone.named_buffers()]:
+                if not name.startswith("head."):
+                    tracker.ignore(t)
+        params = sum(tracker.add(t) for t in [*model.parameters(), *model.buffers()])
         grads = sum(tracker.add(p.grad) for p in model.parameters() if p.grad is not None)
         state = [
             v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)
