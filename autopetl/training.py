@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from autopetl.errors import ConfigError, TrainingDivergedError
+from autopetl.feature_cache import FeatureCache
 from autopetl.methods.base import PetlModel
 from autopetl.precision import Resolved, attention_kernel, resolve_precision
 from autopetl.precision import autocast as autocast_for
@@ -258,6 +259,7 @@ def train(
     on_step: Callable[[int, int], None] | None = None,
     on_checkpoint: Callable[[EpochMetrics, dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
+    feature_cache: FeatureCache | None = None,
 ) -> TrainResult:
     """Train the model's tunable parameters and validate after every epoch.
 
@@ -278,6 +280,8 @@ def train(
             so a trial whose worker dies continues from its last epoch, not from zero.
         resume: A state given to ``on_checkpoint`` earlier; training continues after its epoch
             and ends exactly as an uninterrupted run would.
+        feature_cache: Where head-only runs of this process share their frozen features (a
+            search worker passes one for all its trials); None computes them for this run only.
 
     Raises:
         TrainingDivergedError: The loss became NaN or infinite.
@@ -298,6 +302,7 @@ def train(
             on_step=on_step,
             on_checkpoint=on_checkpoint,
             resume=resume,
+            feature_cache=feature_cache,
         )
 
 
@@ -315,6 +320,7 @@ def _train(
     on_step: Callable[[int, int], None] | None,
     on_checkpoint: Callable[[EpochMetrics, dict[str, Any]], None] | None,
     resume: dict[str, Any] | None,
+    feature_cache: FeatureCache | None,
 ) -> TrainResult:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -341,14 +347,21 @@ def _train(
     images, labels = train_data.images.to(device), train_data.labels.to(device)
     head = _cacheable_head(model) if config.cache_features else None
     if head is not None:
-        # The frozen part's output never changes: pay for the backbone once, not every epoch.
-        with autocast:
-            train_features = _features(model, images, mean, std, config.eval_batch_size)
-            val_features = (
-                None
-                if val_data is None
-                else _features(model, val_data.images.to(device), mean, std, config.eval_batch_size)
-            )
+        # The frozen part's output never changes: pay for the backbone once, not every epoch
+        # (and, with a feature cache, once per process for the same backbone and images).
+        settings = (tuple(mean), tuple(std), precision, str(device))
+
+        def features_of(split: torch.Tensor) -> torch.Tensor:
+            def compute() -> torch.Tensor:
+                with autocast:
+                    return _features(model, split.to(device), mean, std, config.eval_batch_size)
+
+            if feature_cache is None:
+                return compute()
+            return feature_cache.features(model.backbone, split, settings, compute)
+
+        train_features = features_of(train_data.images)
+        val_features = None if val_data is None else features_of(val_data.images)
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         if head is not None:

@@ -2,6 +2,8 @@
 
 A linear or MLP head on a frozen backbone needs the backbone's features once, not every epoch
 (autopetl.training, TrainConfig.cache_features). Same data, same seed, same config otherwise.
+Then three head-only trials in a row as a search worker runs them (on its one shared backbone),
+with features computed per trial against shared between trials (autopetl.feature_cache).
 
     python benchmarks/feature_cache.py            # real ViT-S/14 at 112 px, 10 epochs, bf16
 """
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from autopetl.backbones import BackboneSpec, build_backbone, input_stats
+from autopetl.feature_cache import FeatureCache
 from autopetl.methods import build_method
 from autopetl.pipeline import attach, load_task_data
 from autopetl.tasks import get_task
@@ -73,6 +76,29 @@ def main() -> int:
             f"{method}: {off['wall_s']:.1f} s -> {on['wall_s']:.1f} s ({off['wall_s'] / on['wall_s']:.1f}x), "
             f"val {off['val_acc']:.1%} vs {on['val_acc']:.1%}"
         )
+    # A worker's trials: same backbone object and data, other heads and learning rates.
+    trials = [("linear", 1e-3), ("mlp", 2e-3), ("linear", 5e-3)]
+    across = []
+    for shared in (False, True):
+        cache = FeatureCache() if shared else None
+        t0 = time.perf_counter()
+        accs = []
+        for method, lr in trials:
+            model = attach(backbone, build_method(method), seed=0, copy_backbone=False)
+            config = TrainConfig(epochs=args.epochs, batch_size=32, lr=lr, precision=args.precision)
+            result = train(
+                model, data.train, data.eval, config, mean=mean, std=std, feature_cache=cache
+            )
+            accs.append(result.last_val_acc)
+        across.append(
+            {"shared_between_trials": shared, "wall_s": time.perf_counter() - t0, "val_accs": accs}
+        )
+        print(across[-1], flush=True)
+    per_trial, shared_run = across
+    print(
+        f"3 head-only trials: {per_trial['wall_s']:.1f} s -> {shared_run['wall_s']:.1f} s "
+        f"({per_trial['wall_s'] / shared_run['wall_s']:.1f}x) with features shared between trials"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -80,6 +106,7 @@ def main() -> int:
                 "epochs": args.epochs,
                 "precision": args.precision,
                 "rows": rows,
+                "across_trials": {"trials": trials, "runs": across},
                 "command": " ".join(["python", *sys.argv]),
             },
             indent=2,

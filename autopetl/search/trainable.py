@@ -25,6 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from autopetl.backbones import BackboneSpec, input_stats
 from autopetl.errors import TrainingDivergedError
+from autopetl.feature_cache import FeatureCache
 from autopetl.methods import build_method
 from autopetl.methods.io import rebuildable_backbone
 from autopetl.pipeline import TaskData, attach
@@ -32,6 +33,8 @@ from autopetl.search.space import split_config
 from autopetl.training import EpochMetrics, TrainConfig, train
 
 _BACKBONES: dict[str, VisionTransformer] = {}
+# Head-only trials (linear, mlp) of this worker share the frozen features of its backbone.
+_FEATURES = FeatureCache()
 STATE_FILE = "trainer_state.pt"
 
 
@@ -121,6 +124,7 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
             on_epoch=on_epoch,
             on_checkpoint=on_checkpoint,
             resume=_resume_state(),
+            feature_cache=_FEATURES,
         )
     except TrainingDivergedError as exc:
         # A property of the configuration, not of the worker: report it as this trial's failed
