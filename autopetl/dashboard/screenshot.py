@@ -15,7 +15,9 @@ import argparse
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -117,7 +119,11 @@ def capture(
     if binary is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
     deadline = time.monotonic() + timeout
-    with tempfile.TemporaryDirectory(prefix="autopetl-chromium-") as tmp:
+    # Chromium's helper processes (renderers, crashpad) may still write to the profile for a
+    # moment after they are told to stop; a leftover temporary profile must not fail a capture.
+    with tempfile.TemporaryDirectory(
+        prefix="autopetl-chromium-", ignore_cleanup_errors=True
+    ) as tmp:
         profile = Path(tmp)
         proc = subprocess.Popen(
             [
@@ -131,6 +137,7 @@ def capture(
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopped with all its helpers
         )
         try:
             port = _devtools_port(profile, proc, deadline)
@@ -160,12 +167,7 @@ def capture(
                 shot = tools.call("Page.captureScreenshot", format="png")
                 dom = str(tools.evaluate("document.documentElement.outerHTML") or "")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
     result = Capture(base64.b64decode(shot["data"]), dom, plots)
     if plots < min_plots:
         error = TimeoutError(f"{plots} plotly chart(s) drawn after {timeout:.0f} s at {url}")
@@ -189,3 +191,24 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop Chromium and every helper process it started (they share its process group)."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the whole group is gone already
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader exited; give its helpers a moment to follow it out of the group.
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
