@@ -66,6 +66,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-images", type=int, default=0, help="0: 800, quick 96")
     parser.add_argument("--val-images", type=int, default=0, help="0: 200, quick 64")
     parser.add_argument("--search-trials", default="", help="smoke search sizes (default 16,64)")
+    parser.add_argument(
+        "--with-compile",
+        action="store_true",
+        help="mfu: also time the bf16 explicit-attention step under torch.compile (compiles ~40 s)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     return parser.parse_args()
 
@@ -197,14 +202,24 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             *variant_specs,
             ("bf16_unfused_attention_bf16_frozen_weights", "bf16", bf16_frozen_linears),
         ]
+        if args.with_compile:
+            variant_specs.append(("bf16_unfused_attention_compiled", "bf16", "compile"))
     variants = {}
     for name, precision, prepare in variant_specs:
         model = ctx["vpt_model"]()
         for block in model.backbone.blocks:
             block.attn.fused_attn = False
-        if prepare is not None:
+        compile_s = None
+        if prepare == "compile":
+            # torch.compile (inductor) of the whole model: the first step compiles it.
+            model = torch.compile(model)  # type: ignore[assignment]
+        elif prepare is not None:
             prepare(model)
         step, _ = make_step(model, images, labels, mean, std, precision)
+        if prepare == "compile":
+            t0 = time.perf_counter()
+            step()
+            compile_s = time.perf_counter() - t0
         times = time_steps(step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3)
         med = statistics.median(times)
         peak_name = "bfloat16" if precision == "bf16" else "float32"
@@ -214,6 +229,7 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             "achieved_gflops": flops["step_flops"] / med / 1e9,
             "mfu": flops["step_flops"] / med / (peaks[peak_name]["peak_gflops"] * 1e9),
             "over_fused": steps[precision]["step_s_median"] / med,
+            **({"first_step_s": compile_s} if compile_s is not None else {}),
         }
         v = variants[name]
         print(
