@@ -67,6 +67,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--val-images", type=int, default=0, help="0: 200, quick 64")
     parser.add_argument("--search-trials", default="", help="smoke search sizes (default 16,64)")
     parser.add_argument(
+        "--naive-repeats",
+        type=int,
+        default=1,
+        help="naive: run the naive/autopetl pair this many times, alternating which goes first",
+    )
+    parser.add_argument(
         "--with-compile",
         action="store_true",
         help="mfu: also time the bf16 explicit-attention step under torch.compile (compiles ~40 s)",
@@ -330,6 +336,42 @@ def section_naive(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, An
             f"train img/s, val acc " + " ".join(f"{t['val_acc']:.1%}" for t in r["trials"]),
             flush=True,
         )
+    # More rounds of the main pair, alternating which side goes first (A B, B A, ...), so that a
+    # drift in the machine's speed during the section weighs on both sides alike.
+    main = f"autopetl_{precision}"
+
+    def timing(r: dict[str, Any]) -> dict[str, float]:
+        per_trial = len(train_png[1]) * args.epochs
+        train_s = sum(per_trial / t["train_images_per_s"] for t in r["trials"])
+        return {"total_s": r["total_s"], "train_s": train_s, "images": per_trial * len(trials)}
+
+    rounds = [{"naive": timing(runs["naive"]), main: timing(runs[main])}]
+    for i in range(1, args.naive_repeats):
+        order = [main, "naive"] if i % 2 else ["naive", main]
+        rounds.append({})
+        for name in order:
+            r = (
+                naive_search(trials, mean=ctx["ms"][0], std=ctx["ms"][1], **common)
+                if name == "naive"
+                else autopetl_search(trials, precision=precision, **common)
+            )
+            rounds[-1][name] = timing(r)
+        print(
+            f"  round {i + 1} ({' then '.join(order)}): end to end "
+            f"{rounds[-1]['naive']['total_s'] / rounds[-1][main]['total_s']:.2f}x",
+            flush=True,
+        )
+
+    def pooled(side: str, key: str) -> float:
+        return sum(r[side][key] for r in rounds)
+
+    alternated = {
+        "rounds": rounds,
+        "end_to_end_x": pooled("naive", "total_s") / pooled(main, "total_s"),
+        "train_throughput_x": (pooled(main, "images") / pooled(main, "train_s"))
+        / (pooled("naive", "images") / pooled("naive", "train_s")),
+        "per_round_end_to_end_x": [r["naive"]["total_s"] / r[main]["total_s"] for r in rounds],
+    }
     agreement = input_agreement(
         val_png, runs[f"autopetl_{precision}"].pop("val_data"), args.img_size
     )
@@ -363,6 +405,7 @@ def section_naive(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         "autopetl_precision": precision,
         "runs": runs,
         "ratios": ratios,
+        "alternated": alternated,
         "input_agreement": agreement,
         "load_at_start": load_at,
     }
@@ -513,6 +556,21 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{n['runs']['naive']['total_s']:.1f} / {run['total_s']:.1f} s; "
                     f"largest val acc difference {r['max_abs_val_acc_diff']:.1%}, train loss "
                     f"{r['max_abs_train_loss_diff']:.3f}",
+                ),
+            ]
+        alt = n.get("alternated")
+        if alt is not None and len(alt["rounds"]) > 1:
+            per_round = ", ".join(f"{x:.2f}x" for x in alt["per_round_end_to_end_x"])
+            rows += [
+                (
+                    f"training throughput, autopetl / naive, {len(alt['rounds'])} alternated rounds",
+                    f"{alt['train_throughput_x']:.2f}x",
+                    "pooled train seconds of every round",
+                ),
+                (
+                    f"end-to-end, naive / autopetl, {len(alt['rounds'])} alternated rounds",
+                    f"{alt['end_to_end_x']:.2f}x",
+                    f"pooled wall seconds; per round {per_round}",
                 ),
             ]
     if "search" in s:
