@@ -19,7 +19,6 @@ tunable weights an artifact (``weights-seed<k>``) that serving loads with
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 import time
@@ -331,14 +330,6 @@ def _test_split(job: EvaluationJob) -> SplitData:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> EvaluationRun:
     """Re-train one configuration with one seed, then measure test accuracy once and save it.
 
@@ -354,7 +345,13 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
     from autopetl.backbones import BackboneSpec, input_stats
     from autopetl.errors import TrainingDivergedError
     from autopetl.methods import build_method
-    from autopetl.methods.io import RANDOM_INIT_SEED, WEIGHTS_FILE, frozen_digest, save_tunable
+    from autopetl.methods.io import (
+        RANDOM_INIT_SEED,
+        WEIGHTS_FILE,
+        file_sha256,
+        frozen_digest,
+        save_tunable,
+    )
     from autopetl.pipeline import attach
     from autopetl.search.space import split_config
     from autopetl.search.trainable import TrialSetup, cached_backbone, train_config_of
@@ -421,7 +418,7 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
         "smoke_test": job.smoke_test,
         "artifact": str(out),
     }
-    return EvaluationRun(job, test_acc, metrics, _sha256(weights), weights.stat().st_size)
+    return EvaluationRun(job, test_acc, metrics, file_sha256(weights), weights.stat().st_size)
 
 
 # -- many runs ----------------------------------------------------------------------------------

@@ -34,13 +34,13 @@ def _artifacts(root: Path, spec: Any) -> list[Any]:
     from autopetl.methods.io import (
         RANDOM_INIT_SEED,
         WEIGHTS_FILE,
+        file_sha256,
         frozen_digest,
         rebuildable_backbone,
         save_tunable,
     )
     from autopetl.pipeline import attach
     from autopetl.serving.catalog import ServedTask
-    from autopetl.serving.models import file_sha256
 
     base = rebuildable_backbone(spec, 16)
     init = (

@@ -44,12 +44,13 @@ def measure(backbone: str, img_size: int, classes: int = 16) -> dict[str, Any]:
     from autopetl.methods.io import (
         RANDOM_INIT_SEED,
         WEIGHTS_FILE,
+        file_sha256,
         frozen_digest,
         rebuildable_backbone,
         save_tunable,
     )
     from autopetl.pipeline import attach
-    from autopetl.serving.models import SharedBackbone, file_sha256
+    from autopetl.serving.models import SharedBackbone
 
     # Random init: the byte counts depend on the architecture only, and a rebuildable backbone
     # lets the benchmark run where no weights file is.

@@ -21,6 +21,7 @@ from autopetl.methods import build_method
 from autopetl.methods.io import (
     RANDOM_INIT_SEED,
     WEIGHTS_FILE,
+    file_sha256,
     frozen_digest,
     rebuildable_backbone,
     save_tunable,
@@ -28,7 +29,6 @@ from autopetl.methods.io import (
 from autopetl.pipeline import attach
 from autopetl.serving.catalog import ServedTask
 from autopetl.serving.images import ImageLimits
-from autopetl.serving.models import file_sha256
 
 from .conftest import TINY
 

@@ -18,6 +18,7 @@ from autopetl.methods.io import (
     CONFIG_FILE,
     RANDOM_INIT_SEED,
     WEIGHTS_FILE,
+    file_sha256,
     frozen_digest,
     load_tunable,
     rebuildable_backbone,
@@ -26,7 +27,7 @@ from autopetl.methods.io import (
 from autopetl.methods.registry import METHODS
 from autopetl.pipeline import attach
 from autopetl.serving.images import ImageError, ImageLimits, preprocess
-from autopetl.serving.models import SharedBackbone, file_sha256
+from autopetl.serving.models import SharedBackbone
 
 from .conftest import TINY
 

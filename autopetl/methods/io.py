@@ -57,6 +57,15 @@ def _version() -> str:
         return "unknown"
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file (an artifact's weights: recorded by evaluate, checked by serve)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def frozen_digest(backbone: VisionTransformer) -> str:
     """SHA-256 of a backbone's weights and buffers, head excluded (the head is per task)."""
     digest = hashlib.sha256()

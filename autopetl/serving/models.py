@@ -31,6 +31,7 @@ from autopetl.errors import ConfigError, WeightsError
 from autopetl.methods.base import PetlModel
 from autopetl.methods.io import (
     WEIGHTS_FILE,
+    file_sha256,
     frozen_digest,
     load_tunable,
     read_meta,
@@ -61,14 +62,6 @@ def storage_bytes(tensors: list[torch.Tensor], exclude: set[tuple[int, int]] | N
     """Bytes of the distinct storages behind ``tensors`` (shared ones counted once)."""
     seen = {k for t in tensors if (k := _storage_key(t)) not in (exclude or set())}
     return sum(n for _, n in seen)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class SharedBackbone:
