@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from autopetl.errors import ConfigError, TrainingDivergedError
 from autopetl.feature_cache import FeatureCache
 from autopetl.methods.base import PetlModel
-from autopetl.precision import Resolved, attention_kernel, resolve_precision
+from autopetl.precision import PRECISIONS, Resolved, attention_kernel, resolve_precision
 from autopetl.precision import autocast as autocast_for
 from autopetl.tasks.data import SplitData, normalize
 
@@ -72,7 +72,7 @@ class TrainConfig:
                 f"optimizer must be adamw or sgd, got {self.optimizer!r}",
             ),
             (
-                self.precision in ("auto", "fp32", "bf16"),
+                self.precision in PRECISIONS,
                 f"precision must be auto, fp32 or bf16, got {self.precision!r}",
             ),
             (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),

@@ -14,6 +14,7 @@ from autopetl.cli._console import console, err_console
 from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
 from autopetl.errors import ConfigError
 from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
+from autopetl.precision import PRECISIONS
 from autopetl.search.cluster import connect
 from autopetl.search.recorder import TrialEvent
 from autopetl.search.runner import SearchOutcome, SearchPlan, run_search
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=2,
         help="restarts of a trial whose worker or node died; it resumes from its last epoch",
     )
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument(
         "--db", default=None, help="database URL (default: $AUTOPETL_DB, else a SQLite file)"
     )

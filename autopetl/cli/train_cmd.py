@@ -21,6 +21,7 @@ from autopetl.cli.store_cmd import TrainRecorder, add_db_option
 from autopetl.methods import METHODS, build_method
 from autopetl.methods.io import save_tunable
 from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
+from autopetl.precision import PRECISIONS
 from autopetl.tasks import get_task
 from autopetl.training import EpochMetrics, TrainConfig
 
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
+        choices=PRECISIONS,
         default="auto",
         help="auto: bf16 autocast on CUDA, fp32 on CPU",
     )

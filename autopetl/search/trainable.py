@@ -3,10 +3,11 @@
 The task's tensors arrive once through Ray's object store (``tune.with_parameters``); the frozen
 backbone is built once per worker process and kept in :data:`_BACKBONES`, so with
 ``reuse_actors=True`` a worker's later trials reuse it: as it is for methods that only read it,
-as a copy for those that change it (``Method.changes_backbone``). Each epoch is reported to Tune with a checkpoint of the training state, so a trial whose
-worker dies resumes from its last epoch; the last report carries the trial's cost figures. A
-configuration that fails by itself (a NaN loss) reports an ``error`` instead of raising, so Tune
-retries only trials whose worker died.
+as a copy for those that change it (``Method.changes_backbone``), and head-only trials share its
+features (:data:`_FEATURES`). Each epoch is reported to Tune with a checkpoint of the training
+state, so a trial whose worker dies resumes from its last epoch; the last report carries the
+trial's cost figures. A configuration that fails by itself (a NaN loss) reports an ``error``
+instead of raising, so Tune retries only trials whose worker died.
 """
 
 from __future__ import annotations

@@ -97,15 +97,12 @@ class Store(StoreReads):
         import optuna
 
         url = self._engine.url
-        kwargs = (
-            sqlite_engine_kwargs()
-            if url.get_backend_name() == "sqlite"
-            else postgres_engine_kwargs(url)
-        )
+        is_sqlite = url.get_backend_name() == "sqlite"
+        kwargs = sqlite_engine_kwargs() if is_sqlite else postgres_engine_kwargs(url)
         storage = optuna.storages.RDBStorage(
             url.render_as_string(hide_password=False), engine_kwargs=kwargs
         )
-        if url.get_backend_name() == "sqlite":
+        if is_sqlite:
             # Connections Optuna opened while checking its schema are dropped, so that every
             # connection of its pool gets the setting.
             event.listen(storage.engine, "connect", sqlite_no_fsync_per_commit)
