@@ -27,5 +27,9 @@ class WeightsError(AutopetlError):
     """Backbone weights that cannot be found, downloaded or loaded."""
 
 
+class SearchConflictError(AutopetlError):
+    """A search name already used for a different task or space, or run by two drivers at once."""
+
+
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite: the configuration failed (a search records it and goes on)."""

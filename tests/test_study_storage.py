@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from autopetl.errors import SearchConflictError
 from autopetl.search.runner import make_sampler
 from autopetl.search.space import load_space, with_epochs
 from autopetl.search.study_storage import DriverStudyStorage
@@ -91,5 +92,5 @@ def test_a_second_writer_is_detected(database):
     optuna.create_study(storage=database, study_name="s", directions=DIRECTIONS)
     driver = DriverStudyStorage(database, "s")
     optuna.load_study(study_name="s", storage=database).ask()  # another process's trial
-    with pytest.raises(RuntimeError, match="one driver per search"):
+    with pytest.raises(SearchConflictError, match="one `autopetl search` per --name"):
         optuna.load_study(study_name="s", storage=driver).ask()

@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autopetl.backbones import BackboneSpec
-from autopetl.errors import AutopetlError, ConfigError
+from autopetl.errors import ConfigError, SearchConflictError
 from autopetl.pipeline import TaskData
 from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent
 from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
@@ -38,10 +38,6 @@ from autopetl.store import Store, TrialRecord
 log = logging.getLogger(__name__)
 
 FINISHED = ("completed", "pruned")
-
-
-class SearchConflictError(AutopetlError):
-    """A search name already used for a different task or space."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
+from autopetl.errors import SearchConflictError
+
 
 class DriverStudyStorage(BaseStorage):
     """A write-through, read-from-memory view of one study in ``database`` (see the module doc)."""
@@ -100,9 +102,10 @@ class DriverStudyStorage(BaseStorage):
         self._trial_ids[trial] = db_trial
         db_number = self._db.get_trial_number_from_id(db_trial)
         if db_number != self._memory.get_trial_number_from_id(trial):
-            raise RuntimeError(
-                f"Optuna study {self.get_study_name_from_id(study_id)!r} was changed by another "
-                f"process (trial number {db_number} in the database); run one driver per search"
+            raise SearchConflictError(
+                f"search {self.get_study_name_from_id(study_id)!r} is being run by another "
+                f"process too (its Optuna study got trial {db_number} from elsewhere); run one "
+                "`autopetl search` per --name at a time, and resume it once the other has stopped"
             )
         return trial
 
