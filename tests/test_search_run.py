@@ -77,6 +77,26 @@ def test_smoke_search_records_exactly_the_budget(ray_session, tmp_path, sqlite_u
     assert len(study.trials) == 6
 
 
+def test_a_worker_runs_several_trials(ray_session, tmp_path, sqlite_url):
+    """reuse_actors: a worker process (and the backbone it built) serves trial after trial."""
+    import datetime
+
+    store = open_store(sqlite_url)
+    space = _space(
+        "methods: {linear: {}}\ntrain: {lr: {type: float, low: 1.0e-3, high: 1.0e-2}, epochs: 1}"
+    )
+    plan = _plan(tmp_path, "reuse", _toy_task(64), space, 8, scheduler="none", max_concurrent=2)
+    run_search(plan, store)
+    trials = store.trials("reuse")
+    assert [t.status for t in trials] == ["completed"] * 8
+    workers = {(t.cost["node_id"], t.cost["worker_pid"], t.cost["worker_ready_at"]) for t in trials}
+    assert len(workers) < len(trials), workers  # one new worker per trial would be 8
+    for t in trials:
+        started = t.created_at.replace(tzinfo=t.created_at.tzinfo or datetime.timezone.utc)
+        # The worker had imported the trial code before Tune started the trial on it.
+        assert t.cost["worker_ready_at"] <= started.timestamp() + 0.5, (t.cost, started)
+
+
 def test_asha_stopped_trials_never_reach_the_pareto_front(ray_session, tmp_path, sqlite_url):
     from autopetl.search.space import with_epochs
 

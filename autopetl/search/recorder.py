@@ -23,7 +23,16 @@ from autopetl.store import Store
 
 log = logging.getLogger(__name__)
 
-COST_KEYS = ("wall_time_s", "images_per_s", "peak_memory_mb", "device", "precision", "node_id")
+COST_KEYS = (
+    "wall_time_s",
+    "images_per_s",
+    "peak_memory_mb",
+    "device",
+    "precision",
+    "node_id",
+    "worker_pid",
+    "worker_ready_at",
+)
 
 
 def trial_key(config: dict[str, Any]) -> str:

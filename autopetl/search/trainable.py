@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -33,6 +35,10 @@ from autopetl.pipeline import TaskData, attach
 from autopetl.search.space import split_config
 from autopetl.training import EpochMetrics, TrainConfig, train
 
+# When this worker process had imported the trial code (torch, timm, Ray Tune: most of a worker's
+# start). Recorded with each trial, with the process id: trials that share a worker (Tune's
+# reuse_actors) share both, and the gap to the search's start is what the worker start cost it.
+WORKER_READY_AT = time.time()
 _BACKBONES: dict[str, VisionTransformer] = {}
 # Head-only trials (linear, mlp) of this worker share the frozen features of its backbone.
 _FEATURES = FeatureCache()
@@ -142,6 +148,8 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
         device=result.device,
         precision=result.precision,
         node_id=ray.get_runtime_context().get_node_id(),  # where it ran, for the cluster view
+        worker_pid=os.getpid(),  # with node_id: the Ray worker whose log holds this trial
+        worker_ready_at=WORKER_READY_AT,
     )
 
 
