@@ -10,121 +10,139 @@ holds ``wall x slots`` slot-seconds; the trials' training (``train()``'s own wal
 included, as recorded in the store) uses ``sum(train)``; the rest is overhead:
 ``overhead/trial = (wall x slots - sum(train)) / trials``. Idle slots count as overhead (a search
 that cannot keep its slots busy is slow), so this is an upper bound on the per-trial hand-off cost.
-Fixed costs (Tuner start, study creation, worker start) are paid once per search; two search sizes
-separate them: the marginal overhead per trial is the slope between the two sizes, the fixed cost
-the intercept. ``ray.init`` is timed on its own (once per session, not per search).
+Fixed costs (Tuner start, the workers' start, Tune's teardown) are paid once per search; the store's
+timestamps split them from the cost between trials (see ``_timed_search``), and the warm-worker
+ablation (``warm_worker_search``) takes the workers' start out to show what remains. (A slope
+between two search sizes would split them too, but Tune sometimes runs a short search on one
+worker and sometimes on two, which makes such a slope meaningless.) ``ray.init`` is timed on its
+own (once per session, not per search).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 
-def search_overhead(sizes: list[int], cpus: int, train_images: int = 64) -> dict[str, Any]:
+def _timed_search(name: str, trials: int, data: Any, store: Any, tmp: Path, cpus: int) -> dict:
+    """One smoke search through ``run_search``, and its overhead split by the store's records."""
+    from autopetl.backbones import SMOKE_BACKBONE
+    from autopetl.search.runner import SearchPlan, run_search
+    from autopetl.search.space import load_space, with_epochs
+
+    plan = SearchPlan(
+        name=name,
+        data=data,
+        space=with_epochs(load_space("default"), 1),
+        budget=trials,
+        backbone=SMOKE_BACKBONE,
+        scheduler="none",
+        cpus_per_trial=1.0,
+        storage_path=tmp / "ray",
+        seed=0,
+    )
+    started_at = time.time()
+    t1 = time.perf_counter()
+    outcome = run_search(plan, store)
+    wall = time.perf_counter() - t1
+    records = store.trials(name)
+    train_s = sum(t.wall_time_s or 0.0 for t in records)
+    spans = [(t.finished_at - t.created_at).total_seconds() for t in records if t.finished_at]
+    # The trial phase: from the first trial's start to the last one's end (the driver's clock, as
+    # the wall time). Before it: Tuner start and the workers' processes (Python, torch and timm
+    # imports, the data, the backbone); after it, Tune's teardown.
+    phase = (
+        max(t.finished_at for t in records if t.finished_at is not None)
+        - min(t.created_at for t in records)
+    ).total_seconds()
+    # Each trial records its worker (pid, and when that process had imported the trial code).
+    workers = {
+        (t.cost or {}).get("worker_pid"): (t.cost or {}).get("worker_ready_at") for t in records
+    }
+    ready = [at for at in workers.values() if at is not None]
+    slots = cpus  # one CPU per trial
+    run = {
+        "trials": trials,
+        "status": outcome.status,
+        "counts": outcome.counts,
+        "wall_s": wall,
+        "slots": slots,
+        "sum_train_s": train_s,
+        "overhead_per_trial_s": (wall * slots - train_s) / trials,
+        "trial_phase_s": phase,
+        "fixed_s": wall - phase,
+        # Slot-seconds of the trial phase not spent training, per trial: the hand-off between
+        # trials (scheduling, recording, backbone copy).
+        "steady_overhead_per_trial_s": (phase * slots - train_s) / trials,
+        # The store's start (Tune's on_trial_start) to finish, minus training: what recording
+        # costs once a trial runs, not the hand-off before it.
+        "recorded_span_minus_train_per_trial_s": (sum(spans) - train_s) / trials,
+        # How many worker processes ran trials (Tune can leave a slot idle: see PERFORMANCE.md),
+        # and how long after the search began the first of them was ready (its start, paid by
+        # this search), or how long before (a warm worker, started earlier).
+        "workers_used": len(workers),
+        "first_worker_ready_after_start_s": (min(ready) - started_at) if ready else None,
+        "warm_workers": sum(at < started_at for at in ready),
+    }
+    print(
+        f"  search of {trials} smoke trials: {wall:.1f} s wall, {train_s:.1f} s training, "
+        f"overhead {run['overhead_per_trial_s']:.3f} s/trial; fixed {wall - phase:.1f} s, then "
+        f"{run['steady_overhead_per_trial_s']:.3f} s/trial between trials; "
+        f"{len(workers)} worker(s), {run['warm_workers']} warm",
+        flush=True,
+    )
+    return run
+
+
+def _smoke_session(cpus: int, train_images: int, tmp: Path, **ray_options: Any) -> tuple:
+    """A private local Ray, a SQLite store in ``tmp`` and the smoke task's data."""
+    import ray
+
+    from autopetl.backbones import SMOKE_BACKBONE
+    from autopetl.pipeline import load_task_data
+    from autopetl.store import open_store
+    from autopetl.tasks import get_task
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ["AUTOPETL_CACHE"] = str(tmp / "cache")  # never the user's cache
+    t0 = time.perf_counter()
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        **ray_options,
+    )
+    ray_init_s = time.perf_counter() - t0
+    store = open_store(f"sqlite:///{tmp / 'perf.db'}")
+    data = load_task_data(
+        get_task("vtab/dsprites_loc"), SMOKE_BACKBONE.img_size, train_limit=train_images
+    )
+    return ray_init_s, store, data
+
+
+def search_overhead(sizes: list[int], cpus: int, train_images: int = 64) -> dict[str, Any]:
+    import ray
+
     cache_before = os.environ.get("AUTOPETL_CACHE")
     with tempfile.TemporaryDirectory(prefix="autopetl-perf-") as tmp:
-        os.environ["AUTOPETL_CACHE"] = str(Path(tmp) / "cache")  # never the user's cache
-        import ray
-
-        from autopetl.backbones import SMOKE_BACKBONE
-        from autopetl.pipeline import load_task_data
-        from autopetl.search.runner import SearchPlan, run_search
-        from autopetl.search.space import load_space, with_epochs
-        from autopetl.store import open_store
-        from autopetl.tasks import get_task
-
-        t0 = time.perf_counter()
-        ray.init(
-            address="local",
-            num_cpus=cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-        ray_init_s = time.perf_counter() - t0
         try:
-            store = open_store(f"sqlite:///{Path(tmp) / 'perf.db'}")
-            data = load_task_data(
-                get_task("vtab/dsprites_loc"), SMOKE_BACKBONE.img_size, train_limit=train_images
-            )
-            space = with_epochs(load_space("default"), 1)
-            runs = []
-            for n in sizes:
-                name = f"perf-{n}"
-                plan = SearchPlan(
-                    name=name,
-                    data=data,
-                    space=space,
-                    budget=n,
-                    backbone=SMOKE_BACKBONE,
-                    scheduler="none",
-                    cpus_per_trial=1.0,
-                    storage_path=Path(tmp) / "ray",
-                    seed=0,
-                )
-                t1 = time.perf_counter()
-                outcome = run_search(plan, store)
-                wall = time.perf_counter() - t1
-                trials = store.trials(name)
-                train_s = sum(t.wall_time_s or 0.0 for t in trials)
-                spans = [
-                    (t.finished_at - t.created_at).total_seconds()
-                    for t in trials
-                    if t.finished_at is not None
-                ]
-                # The trial phase: from the first trial's start to the last one's end (the
-                # driver's clock, as the wall time). Before it: Tuner start and the workers'
-                # processes (Python, torch and timm imports, the data, the backbone); after it,
-                # Tune's teardown.
-                phase = (
-                    max(t.finished_at for t in trials if t.finished_at is not None)
-                    - min(t.created_at for t in trials)
-                ).total_seconds()
-                slots = cpus  # one CPU per trial
-                runs.append(
-                    {
-                        "trials": n,
-                        "status": outcome.status,
-                        "counts": outcome.counts,
-                        "wall_s": wall,
-                        "slots": slots,
-                        "sum_train_s": train_s,
-                        "overhead_per_trial_s": (wall * slots - train_s) / n,
-                        "trial_phase_s": phase,
-                        "fixed_s": wall - phase,
-                        # Slot-seconds of the trial phase not spent training, per trial: the
-                        # hand-off between trials (scheduling, recording, backbone copy).
-                        "steady_overhead_per_trial_s": (phase * slots - train_s) / n,
-                        # The store's start (Tune's on_trial_start) to finish, minus training:
-                        # what recording costs once a trial runs, not the hand-off before it.
-                        "recorded_span_minus_train_per_trial_s": (sum(spans) - train_s) / n,
-                    }
-                )
-                print(
-                    f"  search of {n} smoke trials: {wall:.1f} s wall, "
-                    f"{train_s:.1f} s training, overhead {runs[-1]['overhead_per_trial_s']:.3f} "
-                    f"s/trial; fixed {wall - phase:.1f} s, then "
-                    f"{runs[-1]['steady_overhead_per_trial_s']:.3f} s/trial between trials",
-                    flush=True,
-                )
+            ray_init_s, store, data = _smoke_session(cpus, train_images, Path(tmp))
+            runs = [_timed_search(f"perf-{n}", n, data, store, Path(tmp), cpus) for n in sizes]
+            store.close()
         finally:
             ray.shutdown()
             if cache_before is None:
                 os.environ.pop("AUTOPETL_CACHE", None)
             else:
                 os.environ["AUTOPETL_CACHE"] = cache_before
-    marginal = fixed = None
-    if len(runs) >= 2:
-        a, b = runs[0], runs[-1]
-        cost_a = a["wall_s"] * a["slots"] - a["sum_train_s"]
-        cost_b = b["wall_s"] * b["slots"] - b["sum_train_s"]
-        marginal = (cost_b - cost_a) / (b["trials"] - a["trials"])
-        fixed = cost_a - marginal * a["trials"]
     return {
         "backbone": "SMOKE_BACKBONE (vit_tiny 4x64, 32 px, random init)",
         "space": "default, 1 epoch, scheduler none",
@@ -132,10 +150,61 @@ def search_overhead(sizes: list[int], cpus: int, train_images: int = 64) -> dict
         "cpus": cpus,
         "ray_init_s": ray_init_s,
         "runs": runs,
-        "marginal_overhead_per_trial_s": marginal,
-        "fixed_overhead_slot_s": fixed,
         "target_s": 0.1,
     }
+
+
+def warm_worker_search(
+    trials: int, cpus: int, train_images: int = 64, wait_s: float = 10.0
+) -> dict:
+    """The same smoke search with the workers' start taken out of it, then again with it in.
+
+    An ablation, not what autopetl does: it isolates the one fixed cost a search pays, its worker
+    processes' start. In a fresh Ray session (a child process: a session prestarts workers only
+    once) whose prestarted workers import the trial code before they take work (Ray's
+    ``preload_python_modules``), the benchmark waits ``wait_s`` for them, then runs the search: its
+    trials find their workers warm. A second search in the same session finds none (the first
+    one's workers are gone with its Tuner) and pays the start as every search in autopetl does.
+    Each trial's record says whether its worker was warm (``worker_ready_at`` before the start).
+    """
+    command = [
+        sys.executable,
+        __file__,
+        "warm",
+        str(trials),
+        str(cpus),
+        str(train_images),
+        str(wait_s),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the warm-worker search failed:\n{done.stderr[-3000:]}")
+    for line in done.stdout.splitlines():
+        if not line.startswith("{"):
+            print(line, flush=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _warm_child(trials: int, cpus: int, train_images: int, wait_s: float) -> dict:
+    import ray
+    from ray.tune.execution import class_cache
+
+    # Tune starts its trial actors with one env var (PL_DISABLE_FORK, for PyTorch Lightning), a
+    # runtime env that Ray's prestarted workers do not have; without it the actors take them.
+    class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+    with tempfile.TemporaryDirectory(prefix="autopetl-perf-") as tmp:
+        try:
+            preload = {"preload_python_modules": ["autopetl.search.trainable"]}
+            ray_init_s, store, data = _smoke_session(
+                cpus, train_images, Path(tmp), _system_config=preload
+            )
+            time.sleep(wait_s)
+            warm = _timed_search("warm", trials, data, store, Path(tmp), cpus)
+            cold = _timed_search("cold", trials, data, store, Path(tmp), cpus)
+            store.close()
+        finally:
+            ray.shutdown()
+    return {"ray_init_s": ray_init_s, "wait_s": wait_s, "warm": warm, "cold": cold}
 
 
 def optuna_storage_cost(trials: int = 64, parallel: int = 2) -> dict[str, Any]:
@@ -195,3 +264,9 @@ def optuna_storage_cost(trials: int = 64, parallel: int = 2) -> dict[str, Any]:
         out["rdb_sqlite_ms_per_trial"] / out["driver_storage_sqlite_ms_per_trial"]
     )
     return out
+
+
+if __name__ == "__main__":  # the warm-worker search's child process
+    _, kind, n, cpus, images, wait = sys.argv
+    assert kind == "warm", kind
+    print(json.dumps(_warm_child(int(n), int(cpus), int(images), float(wait))), flush=True)

@@ -412,12 +412,14 @@ def section_naive(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 
 def section_search(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from _perf_search import optuna_storage_cost, search_overhead
+    from _perf_search import optuna_storage_cost, search_overhead, warm_worker_search
 
     # 64 trials in both: the target is the average over a 64-trial smoke search.
     sizes = [int(x) for x in (args.search_trials or "16,64").split(",")]
     out = search_overhead(sizes, cpus=os.cpu_count() or 1)
     out["optuna_storage"] = optuna_storage_cost()
+    # The ablation that isolates the fixed cost: the largest search with warm workers, then cold.
+    out["warm_workers"] = warm_worker_search(max(sizes), cpus=os.cpu_count() or 1)
     return out
 
 
@@ -592,6 +594,20 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{run['slots']} - training) / {run['trials']}",
                 )
             )
+        if "warm_workers" in se:
+            w = se["warm_workers"]
+            warm, cold = w["warm"], w["cold"]
+            rows.append(
+                (
+                    f"search overhead per trial, workers warm / cold ({warm['trials']} trials, "
+                    "one session; an ablation)",
+                    f"{warm['overhead_per_trial_s']:.3f} / {cold['overhead_per_trial_s']:.3f} s",
+                    f"warm: {warm['warm_workers']} of {warm['workers_used']} workers ready "
+                    f"{-warm['first_worker_ready_after_start_s']:.1f} s before the search; cold: "
+                    f"first worker ready {cold['first_worker_ready_after_start_s']:.1f} s after "
+                    f"its start, {cold['workers_used']} worker(s) ran trials",
+                )
+            )
         if "optuna_storage" in se:
             o = se["optuna_storage"]
             rows.append(
@@ -602,15 +618,6 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{o['driver_storage_sqlite_ms_per_trial']:.1f} ms (in memory "
                     f"{o['in_memory_ms_per_trial']:.1f} ms); ask + suggest + tell, "
                     f"{o['trials']} trials",
-                )
-            )
-        if se["marginal_overhead_per_trial_s"] is not None:
-            rows.append(
-                (
-                    "marginal search overhead per trial",
-                    f"{se['marginal_overhead_per_trial_s']:.3f} s",
-                    f"slope between {se['runs'][0]['trials']} and {se['runs'][-1]['trials']} "
-                    f"trials; fixed {se['fixed_overhead_slot_s']:.1f} slot-s per search",
                 )
             )
     if "concurrency" in s:
@@ -738,17 +745,28 @@ def markdown(report: dict[str, Any]) -> str:
             f"## Search overhead: {se['backbone']}, {se['space']}, {se['train_images']} train "
             f"images, {se['cpus']} CPUs; ray.init {se['ray_init_s']:.1f} s (not counted)",
             "",
-            "| trials | wall s | slots | sum of train s | overhead s/trial "
+            "| search | trials | wall s | slots | sum of train s | overhead s/trial "
             "| fixed s (wall - trial phase) | between trials s/trial "
-            "| recorded start-to-finish - train, s/trial |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| recorded start-to-finish - train, s/trial | workers (warm) "
+            "| first worker ready after start, s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for r in se["runs"]:
+        labelled = [(f"session 1, search {i + 1}", r) for i, r in enumerate(se["runs"])]
+        if "warm_workers" in se:
+            w = se["warm_workers"]
+            labelled += [
+                (f"session 2 (preloaded, after {w['wait_s']:.0f} s), warm", w["warm"]),
+                ("session 2, then cold", w["cold"]),
+            ]
+        for label, r in labelled:
+            ready = r.get("first_worker_ready_after_start_s")
             lines.append(
-                f"| {r['trials']} | {r['wall_s']:.1f} | {r['slots']} | {r['sum_train_s']:.1f} | "
-                f"{r['overhead_per_trial_s']:.3f} | {r['fixed_s']:.1f} | "
+                f"| {label} | {r['trials']} | {r['wall_s']:.1f} | {r['slots']} | "
+                f"{r['sum_train_s']:.1f} | {r['overhead_per_trial_s']:.3f} | {r['fixed_s']:.1f} | "
                 f"{r['steady_overhead_per_trial_s']:.3f} | "
-                f"{r['recorded_span_minus_train_per_trial_s']:.3f} |"
+                f"{r['recorded_span_minus_train_per_trial_s']:.3f} | "
+                f"{r.get('workers_used', '-')} ({r.get('warm_workers', '-')}) | "
+                f"{'-' if ready is None else f'{ready:.1f}'} |"
             )
     if "memory" in s:
         lines += [
