@@ -134,3 +134,40 @@ def test_driver_killed_then_resumed_meets_the_budget_exactly(tmp_path, sqlite_ur
     study = optuna.load_study(study_name="killme", storage=store.optuna_storage())
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert "Pareto front of killme" in out
+
+
+def _record(key: str, acc: float, params: int):
+    from datetime import datetime, timezone
+
+    from autopetl.store import TrialRecord
+
+    now = datetime.now(timezone.utc)
+    return TrialRecord(
+        id=int(key), search_name="s", trial_key=key, number=int(key), method="vpt",
+        config={"method": "vpt", "lr": 0.001 * int(key)}, status="completed", val_acc=acc,
+        last_val_acc=acc, best_epoch=1, tunable_params=params, tunable_params_without_head=params,
+        wall_time_s=1.0, images_per_s=1.0, peak_memory_mb=1.0, flops=None, cost={},
+        epochs_done=1, attempts=1, error=None, created_at=now, updated_at=now, finished_at=now,
+    )  # fmt: skip
+
+
+def test_the_summary_shows_each_point_of_the_front_once():
+    from rich.console import Console
+
+    from autopetl.cli.search_cmd import _pareto_table
+    from autopetl.search.runner import SearchOutcome
+
+    def render(front) -> str:
+        console = Console(record=True, width=200)
+        console.print(_pareto_table(SearchOutcome("s", "completed", {}, front, 1.0, 1)))
+        return console.export_text()
+
+    tied = [_record("1", 0.5, 100), _record("2", 0.5, 100), _record("3", 0.5, 100)]
+    text = render([*tied, _record("4", 0.7, 200), _record("5", 0.9, 300)])
+    rows = [line for line in text.splitlines() if "vpt" in line]
+    assert len(rows) == 3, text
+    assert "1 (+2 tied)" in rows[0] and "lr=0.001" in rows[0] and "50.00%" in rows[0]
+    assert rows[1].split()[1] == "4" and rows[2].split()[1] == "5"
+    assert "autopetl trials --search s --pareto" in text
+    untied = render([_record("4", 0.7, 200), _record("5", 0.9, 300)])
+    assert "tied" not in untied

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
+from itertools import groupby
 
 from rich.console import Group
 from rich.live import Live
@@ -150,18 +151,34 @@ class LiveView:
 
 
 def _pareto_table(outcome: SearchOutcome) -> Table:
+    """The front, one row per point: trials tied on both objectives share a row.
+
+    Short searches tie often (several learning rates of one prompt length, all at chance), and a
+    summary that repeats one point twenty times hides the front; `autopetl trials --pareto` lists
+    every tied trial.
+    """
+    # The front is sorted by parameter count, so trials tied on both objectives are adjacent.
+    points = [
+        list(group)
+        for _, group in groupby(outcome.pareto, key=lambda t: (t.val_acc, t.tunable_params))
+    ]
     table = Table(
-        title=f"Pareto front of {outcome.name} (val accuracy max, tunable parameters min)"
+        title=f"Pareto front of {outcome.name} (val accuracy max, tunable parameters min)",
+        caption=(
+            f"tied trials share a row; `autopetl trials --search {outcome.name} --pareto` lists them"
+            if len(points) < len(outcome.pareto)
+            else None
+        ),
     )
     for column in ("trial", "method", "val acc", "tunable params", "config"):
         table.add_column(column)
-    for t in outcome.pareto:
-        config = {k: v for k, v in t.config.items() if k not in ("method",)}
+    for first, *tied in points:
+        config = {k: v for k, v in first.config.items() if k not in ("method",)}
         table.add_row(
-            t.trial_key,
-            t.method or "-",
-            f"{t.val_acc:.2%}",
-            f"{t.tunable_params:,}",
+            first.trial_key + (f" (+{len(tied)} tied)" if tied else ""),
+            first.method or "-",
+            f"{first.val_acc:.2%}",
+            f"{first.tunable_params:,}",
             ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()),
         )
     return table
