@@ -3,6 +3,9 @@
 Everything here times one frozen-backbone training step exactly as ``autopetl.training.train``
 runs it (normalise uint8 on the device, autocast, cross-entropy in fp32, zero_grad, backward,
 AdamW step), so the achieved FLOP/s is the library's, not a hand-tuned kernel's.
+
+On CPU by default; ``device="cuda"`` runs the same code on a GPU (``perf.py --device cuda``), where
+every timing waits for the GPU's queue to drain (``torch.cuda.synchronize``) before it stops.
 """
 
 from __future__ import annotations
@@ -53,12 +56,22 @@ def bf16_hardware() -> dict[str, Any]:
     return info
 
 
-def _time_call(fn: Callable[[], Any], *, min_seconds: float, min_reps: int) -> list[float]:
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a CPU op has finished)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_call(
+    fn: Callable[[], Any], *, min_seconds: float, min_reps: int, device: str = "cpu"
+) -> list[float]:
     times: list[float] = []
     total = 0.0
+    synchronize(device)
     while len(times) < min_reps or total < min_seconds:
         t0 = time.perf_counter()
         fn()
+        synchronize(device)
         dt = time.perf_counter() - t0
         times.append(dt)
         total += dt
@@ -66,16 +79,22 @@ def _time_call(fn: Callable[[], Any], *, min_seconds: float, min_reps: int) -> l
 
 
 def matmul_flops(
-    shapes: list[tuple[int, int, int]], dtype: torch.dtype, *, min_seconds: float
+    shapes: list[tuple[int, int, int]],
+    dtype: torch.dtype,
+    *,
+    min_seconds: float,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Dense ``torch.matmul`` FLOP/s for [m, k] @ [k, n] (2mkn FLOPs), best of the repeats."""
     rows = []
     for m, k, n in shapes:
-        a = torch.randn(m, k).to(dtype)
-        b = torch.randn(k, n).to(dtype)
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(k, n, device=device).to(dtype)
         for _ in range(2):
-            torch.matmul(a, b)  # oneDNN primitive creation, caches
-        times = _time_call(lambda a=a, b=b: torch.matmul(a, b), min_seconds=min_seconds, min_reps=3)
+            torch.matmul(a, b)  # oneDNN primitive creation / cuBLAS heuristics, caches
+        times = _time_call(
+            lambda a=a, b=b: torch.matmul(a, b), min_seconds=min_seconds, min_reps=3, device=device
+        )
         flops = 2.0 * m * k * n
         rows.append(
             {
@@ -102,9 +121,9 @@ def model_gemm_shapes(
     return shapes
 
 
-def autocast(precision: str):
+def autocast(precision: str, device_type: str = "cpu"):
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -122,8 +141,10 @@ def make_step(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     model.train()
 
+    device_type = images.device.type
+
     def step() -> torch.Tensor:
-        with autocast(precision):
+        with autocast(precision, device_type):
             logits = model(normalize(images, mean, std))
             loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -164,10 +185,12 @@ def count_flops(
     }
 
 
-def time_steps(step: Callable[[], Any], *, warmup: int, min_seconds: float, min_reps: int):
+def time_steps(
+    step: Callable[[], Any], *, warmup: int, min_seconds: float, min_reps: int, device: str = "cpu"
+):
     for _ in range(warmup):
         step()
-    return _time_call(step, min_seconds=min_seconds, min_reps=min_reps)
+    return _time_call(step, min_seconds=min_seconds, min_reps=min_reps, device=device)
 
 
 # Self-CPU time of these ops is dense matrix work (GEMMs and the attention kernel).
@@ -235,6 +258,7 @@ def _concurrency_worker(spec: dict[str, Any], threads: int, barrier: Any, result
     from autopetl.pipeline import attach, load_task_data
     from autopetl.tasks import get_task
 
+    device = spec.get("device", "cpu")
     task = get_task("vtab/dsprites_loc")
     backbone = build_backbone(
         BackboneSpec(spec["backbone"], spec["weights"], spec["img_size"]), task.num_classes
@@ -242,15 +266,21 @@ def _concurrency_worker(spec: dict[str, Any], threads: int, barrier: Any, result
     data = load_task_data(task, spec["img_size"], train_limit=spec["batch_size"])
     model = attach(backbone, build_method("vpt", {"prompt_length": 10, "deep": True}), seed=0)
     step, _ = make_step(
-        model, data.train.images, data.train.labels, *input_stats(backbone), spec["precision"]
+        model.to(device),
+        data.train.images.to(device),
+        data.train.labels.to(device),
+        *input_stats(backbone),
+        spec["precision"],
     )
     for _ in range(2):
         step()
+    synchronize(device)
     barrier.wait()  # every process times the same window
     t0, n = time.perf_counter(), 0
     while time.perf_counter() - t0 < spec["seconds"]:
         step()
         n += 1
+    synchronize(device)
     results.put(n * spec["batch_size"] / (time.perf_counter() - t0))
 
 

@@ -61,6 +61,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--prompt-length", type=int, default=10, help="VPT-deep in mfu/profile")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the mfu and concurrency sections run (cuda: those two sections only)",
+    )
+    parser.add_argument(
+        "--trials-per-gpu",
+        type=int,
+        default=2,
+        help="concurrency on cuda: this many trial processes share the GPU, against one",
+    )
     parser.add_argument("--trials", type=int, default=0, help="naive section (0: 3, quick 2)")
     parser.add_argument("--epochs", type=int, default=1, help="naive section epochs per trial")
     parser.add_argument("--train-images", type=int, default=0, help="0: 800, quick 96")
@@ -113,6 +125,10 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+
+
 # --- sections -----------------------------------------------------------------------------------
 
 
@@ -136,12 +152,16 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         f"{flops['step_flops'] / 1e9:.1f} G (x{flops['step_over_forward']:.2f})",
         flush=True,
     )
-    squares = [(n, n, n) for n in ((1024, 2048) if args.quick else (512, 1024, 2048))]
+    device = args.device
+    sizes = (1024, 2048) if args.quick else (512, 1024, 2048)
+    if device == "cuda":  # a GPU reaches its peak only on large matrices
+        sizes = (4096, 8192) if args.quick else (2048, 4096, 8192)
+    squares = [(n, n, n) for n in sizes]
     gemms = model_gemm_shapes(model.backbone.blocks[0], tokens, args.batch_size)
     seconds = 0.5 if args.quick else 1.5
     peaks: dict[str, Any] = {}
     for dtype in (torch.float32, torch.bfloat16):
-        rows = matmul_flops(squares + gemms, dtype, min_seconds=seconds)
+        rows = matmul_flops(squares + gemms, dtype, min_seconds=seconds, device=device)
         name = str(dtype).removeprefix("torch.")
         peaks[name] = {
             "rows": rows,
@@ -157,15 +177,19 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     steps: dict[str, Any] = {}
     for precision, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
         step, _ = make_step(model, images, labels, mean, std, precision)
-        times = time_steps(step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3)
+        times = time_steps(
+            step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3, device=device
+        )
         med = statistics.median(times)
         model.eval()
 
         def forward(precision: str = precision) -> None:
-            with torch.no_grad(), autocast(precision):
+            with torch.no_grad(), autocast(precision, images.device.type):
                 model(normalize(images, mean, std))
 
-        ftimes = time_steps(forward, warmup=1, min_seconds=2 if args.quick else 5, min_reps=3)
+        ftimes = time_steps(
+            forward, warmup=1, min_seconds=2 if args.quick else 5, min_reps=3, device=device
+        )
         fmed = statistics.median(ftimes)
         peak = peaks[dtype]["peak_gflops"] * 1e9
         steps[precision] = {
@@ -202,7 +226,7 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
                     m.bias.data = m.bias.data.to(torch.bfloat16)
 
     variant_specs = [("fp32_unfused_attention", "fp32", None)]
-    if ctx["bf16"]["has_bf16_units"]:
+    if device == "cuda" or ctx["bf16"]["has_bf16_units"]:
         variant_specs = [
             ("bf16_unfused_attention", "bf16", None),
             *variant_specs,
@@ -226,7 +250,9 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             t0 = time.perf_counter()
             step()
             compile_s = time.perf_counter() - t0
-        times = time_steps(step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3)
+        times = time_steps(
+            step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3, device=device
+        )
         med = statistics.median(times)
         peak_name = "bfloat16" if precision == "bf16" else "float32"
         variants[name] = {
@@ -244,6 +270,7 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             flush=True,
         )
     return {
+        "device": _device_name(device),
         "model": f"{args.backbone} VPT-deep p={args.prompt_length}, {args.img_size} px, "
         f"batch {args.batch_size}, {tokens} tokens",
         "flops": flops,
@@ -447,11 +474,13 @@ def section_memory(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, A
 
 
 def section_concurrency(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """The CPU's version of several trials sharing a GPU: N processes x 1 thread vs 1 x N."""
+    """Several trials sharing one GPU (``--device cuda``: N processes against one), or the CPU's
+    version of it: N processes x 1 thread against 1 x N threads."""
     from _perf_compute import concurrent_throughput
 
-    cpus = args.threads
-    precision = "bf16" if ctx["bf16"]["has_bf16_units"] else "fp32"
+    cuda = args.device == "cuda"
+    cpus = args.trials_per_gpu if cuda else args.threads
+    precision = "bf16" if cuda or ctx["bf16"]["has_bf16_units"] else "fp32"
     spec = {
         "backbone": args.backbone,
         "weights": args.weights,
@@ -459,10 +488,12 @@ def section_concurrency(ctx: dict[str, Any], args: argparse.Namespace) -> dict[s
         "batch_size": args.batch_size,
         "precision": precision,
         "seconds": 10 if args.quick else 25,
+        "device": args.device,
     }
-    one = concurrent_throughput(spec, 1, cpus)
-    many = concurrent_throughput(spec, cpus, 1)
+    one = concurrent_throughput(spec, 1, args.threads if cuda else cpus)
+    many = concurrent_throughput(spec, cpus, max(1, args.threads // cpus) if cuda else 1)
     out = {
+        "device": _device_name(args.device),
         "precision": precision,
         "model": f"{args.backbone} VPT-deep p=10, {args.img_size} px, batch {args.batch_size}",
         "one_trial_images_per_s": sum(one),
@@ -656,7 +687,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{m['cpus']} CPUs, {m['torch_threads']} torch threads, bf16 units: "
         f"{report['bf16']['has_bf16_units']} ({', '.join(m.get('bf16_flags', []))}); "
         f"torch {m['torch']}; load average {report['load_start']} at start, "
-        f"{report['load_end']} at end; {report['when']} ({report['seconds']:.0f} s).",
+        f"{report['load_end']} at end; {report['when']} ({report['seconds']:.0f} s); "
+        f"device: {report.get('device', 'cpu')}.",
         "",
         f"Command: `{report['command']}`",
         "",
@@ -796,8 +828,20 @@ def main() -> int:
     if unknown:
         print(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
         return 2
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            print("--device cuda: torch sees no CUDA device here; run on a GPU machine, or drop it")
+            return 2
+        off_gpu = set(wanted) - {"mfu", "concurrency"}
+        if off_gpu:
+            print(
+                f"--device cuda runs the mfu and concurrency sections only; "
+                f"add --sections mfu,concurrency (not {', '.join(sorted(off_gpu))})"
+            )
+            return 2
     if args.out is None:
-        args.out = RESULTS / ("perf_quick.json" if args.quick else "perf.json")
+        suffix = "_cuda" if args.device == "cuda" else ""
+        args.out = RESULTS / (f"perf_quick{suffix}.json" if args.quick else f"perf{suffix}.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     weights = args.weights
     if weights != "none" and not Path(weights).is_file():
@@ -818,7 +862,7 @@ def main() -> int:
     task = get_task("vtab/dsprites_loc")
     backbone = build_backbone(BackboneSpec(args.backbone, weights, args.img_size), task.num_classes)
     data = load_task_data(task, args.img_size, train_limit=args.batch_size)
-    images, labels = data.train.images, data.train.labels
+    images, labels = data.train.images.to(args.device), data.train.labels.to(args.device)
     patches = backbone.patch_embed.num_patches
     ctx = {
         "backbone": backbone,
@@ -831,7 +875,7 @@ def main() -> int:
             backbone,
             build_method("vpt", {"prompt_length": args.prompt_length, "deep": True}),
             seed=0,
-        ),
+        ).to(args.device),
     }
     report: dict[str, Any] = {
         "quick": args.quick,
@@ -842,6 +886,7 @@ def main() -> int:
         "load_start": load_start,
         "backbone": {"name": args.backbone, "weights": weights, "img_size": args.img_size},
         "batch_size": args.batch_size,
+        "device": _device_name(args.device),
         "sections": {},
         "section_load": {},
         "section_seconds": {},
