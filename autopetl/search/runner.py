@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,20 +127,20 @@ def _tune_environment(plan: SearchPlan) -> None:
 
 
 def _quiet_optuna() -> None:
-    """Optuna logs every study and trial at INFO and warns that TPE's ``group`` is experimental."""
-    import warnings
-
+    """Optuna logs every study and trial at INFO."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # multivariate+group model the method's conditional parameters jointly; constant_liar
         # keeps parallel workers from sampling the same point while others are still running.
-        return optuna.samplers.TPESampler(
-            multivariate=True, group=True, constant_liar=True, seed=seed
-        )
+        # Both are marked experimental, and Optuna warns of it on every construction.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                multivariate=True, group=True, constant_liar=True, seed=seed
+            )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
