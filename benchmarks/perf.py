@@ -89,6 +89,12 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="mfu: also time the bf16 explicit-attention step under torch.compile (compiles ~40 s)",
     )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="mfu: scale every timing's minimum duration (below 1: faster, noisier figures)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     return parser.parse_args()
 
@@ -158,7 +164,7 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         sizes = (4096, 8192) if args.quick else (2048, 4096, 8192)
     squares = [(n, n, n) for n in sizes]
     gemms = model_gemm_shapes(model.backbone.blocks[0], tokens, args.batch_size)
-    seconds = 0.5 if args.quick else 1.5
+    seconds = (0.5 if args.quick else 1.5) * args.time_scale
     peaks: dict[str, Any] = {}
     for dtype in (torch.float32, torch.bfloat16):
         rows = matmul_flops(squares + gemms, dtype, min_seconds=seconds, device=device)
@@ -178,7 +184,11 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     for precision, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
         step, _ = make_step(model, images, labels, mean, std, precision)
         times = time_steps(
-            step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3, device=device
+            step,
+            warmup=2,
+            min_seconds=(4 if args.quick else 12) * args.time_scale,
+            min_reps=3,
+            device=device,
         )
         med = statistics.median(times)
         model.eval()
@@ -188,7 +198,11 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
                 model(normalize(images, mean, std))
 
         ftimes = time_steps(
-            forward, warmup=1, min_seconds=2 if args.quick else 5, min_reps=3, device=device
+            forward,
+            warmup=1,
+            min_seconds=(2 if args.quick else 5) * args.time_scale,
+            min_reps=3,
+            device=device,
         )
         fmed = statistics.median(ftimes)
         peak = peaks[dtype]["peak_gflops"] * 1e9
@@ -251,7 +265,11 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             step()
             compile_s = time.perf_counter() - t0
         times = time_steps(
-            step, warmup=2, min_seconds=4 if args.quick else 12, min_reps=3, device=device
+            step,
+            warmup=2,
+            min_seconds=(4 if args.quick else 12) * args.time_scale,
+            min_reps=3,
+            device=device,
         )
         med = statistics.median(times)
         peak_name = "bfloat16" if precision == "bf16" else "float32"

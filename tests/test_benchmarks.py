@@ -1,0 +1,49 @@
+"""The benchmark entry point runs end to end (tiny sizes) and its counts are physically sane.
+
+No timing is asserted: speed figures live in benchmarks/results, measured side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autopetl.methods import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_perf_runs_and_a_frozen_backbone_step_costs_about_two_forwards(tmp_path):
+    out = tmp_path / "perf.json"
+    command = [
+        sys.executable,
+        "benchmarks/perf.py",
+        "--quick",
+        "--sections", "mfu,profile,memory",
+        "--weights", "none",
+        "--backbone", "vit_tiny_patch16_224",
+        "--img-size", "32",
+        "--batch-size", "4",
+        "--time-scale", "0.05",
+        "--out", str(out),
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert not report.get("errors"), report["errors"]
+    mfu = report["sections"]["mfu"]
+    # VPT-deep on a frozen backbone: the backward computes activation gradients only (one GEMM per
+    # linear layer, not two), so a step is about 2x the forward's FLOPs, not the 3x of training.
+    assert 1.9 < mfu["flops"]["step_over_forward"] < 2.2, mfu["flops"]
+    assert all(s["mfu"] > 0 for s in mfu["steps"].values())
+    memory = report["sections"]["memory"]
+    assert set(memory["methods_measured"]) == set(METHODS)
+    assert all(r["peak_total_mib"] > 0 for r in memory["rows"])
+    profile = report["sections"]["profile"]
+    assert Path(profile["file"]).is_file()  # next to --out
+    assert "| figure | value | ratio of |" in out.with_suffix(".md").read_text()
