@@ -155,7 +155,7 @@ def search_overhead(sizes: list[int], cpus: int, train_images: int = 64) -> dict
 
 
 def warm_worker_search(
-    trials: int, cpus: int, train_images: int = 64, wait_s: float = 10.0
+    trials: int, cpus: int, train_images: int = 64, wait_s: float = 10.0, attempts: int = 3
 ) -> dict:
     """The same smoke search with the workers' start taken out of it, then again with it in.
 
@@ -165,24 +165,25 @@ def warm_worker_search(
     ``preload_python_modules``), the benchmark waits ``wait_s`` for them, then runs the search: its
     trials find their workers warm. A second search in the same session finds none (the first
     one's workers are gone with its Tuner) and pays the start as every search in autopetl does.
+
     Each trial's record says whether its worker was warm (``worker_ready_at`` before the start).
+    Now and then (a few sessions in a dozen here; the cause is not known) Tune's actors do not land
+    on the prestarted workers at all. Such a session measures nothing warm, so it is started again,
+    up to ``attempts`` times, and every session is kept in the result.
     """
-    command = [
-        sys.executable,
-        __file__,
-        "warm",
-        str(trials),
-        str(cpus),
-        str(train_images),
-        str(wait_s),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"the warm-worker search failed:\n{done.stderr[-3000:]}")
-    for line in done.stdout.splitlines():
-        if not line.startswith("{"):
-            print(line, flush=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    command = [sys.executable, __file__, "warm", str(trials), str(cpus), str(train_images)]
+    sessions = []
+    for _ in range(attempts):
+        done = subprocess.run([*command, str(wait_s)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the warm-worker search failed:\n{done.stderr[-3000:]}")
+        for line in done.stdout.splitlines():
+            if not line.startswith("{"):
+                print(line, flush=True)
+        sessions.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        if sessions[-1]["warm"]["warm_workers"]:
+            break
+    return {**sessions[-1], "sessions": len(sessions), "earlier_sessions": sessions[:-1]}
 
 
 def _warm_child(trials: int, cpus: int, train_images: int, wait_s: float) -> dict:

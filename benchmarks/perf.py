@@ -651,6 +651,7 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"search overhead per trial, workers warm / cold ({warm['trials']} trials, "
                     "one session; an ablation)",
                     f"{warm['overhead_per_trial_s']:.3f} / {cold['overhead_per_trial_s']:.3f} s",
+                    f"{w.get('sessions', 1)} warm session(s) started; "
                     f"warm: {warm['warm_workers']} of {warm['workers_used']} workers ready "
                     f"{-warm['first_worker_ready_after_start_s']:.1f} s before the search; cold: "
                     f"first worker ready {cold['first_worker_ready_after_start_s']:.1f} s after "
