@@ -47,3 +47,31 @@ def test_perf_runs_and_a_frozen_backbone_step_costs_about_two_forwards(tmp_path)
     profile = report["sections"]["profile"]
     assert Path(profile["file"]).is_file()  # next to --out
     assert "| figure | value | ratio of |" in out.with_suffix(".md").read_text()
+
+
+def test_perf_search_section_splits_the_overhead_of_real_searches(tmp_path):
+    out = tmp_path / "search.json"
+    command = [
+        sys.executable,
+        "benchmarks/perf.py",
+        "--quick",
+        "--sections", "search",
+        "--search-trials", "4",
+        "--weights", "none",
+        "--backbone", "vit_tiny_patch16_224",
+        "--img-size", "32",
+        "--out", str(out),
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert not report.get("errors"), report["errors"]
+    search = report["sections"]["search"]
+    ablation = search["warm_workers"]
+    runs = [*search["runs"], ablation["warm"], ablation["cold"]]
+    assert all(r["status"] == "completed" and r["counts"]["completed"] == 4 for r in runs)
+    assert all(1 <= r["workers_used"] <= 2 and r["trial_phase_s"] <= r["wall_s"] for r in runs)
+    # A search's own workers start after it begins: none of them can be warm.
+    assert search["runs"][0]["warm_workers"] == 0 and ablation["cold"]["warm_workers"] == 0
+    assert 1 <= ablation["sessions"] <= 3
+    assert "workers warm / cold" in out.with_suffix(".md").read_text()
