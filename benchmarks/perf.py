@@ -180,16 +180,16 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             f"(model-shaped GEMMs {peaks[name]['model_gemm_gflops']:.0f})",
             flush=True,
         )
+
+    def timed(fn: Any, *, warmup: int, quick_s: float, full_s: float) -> list[float]:
+        """Repeated timings of ``fn`` for at least this long (--quick, full), x --time-scale."""
+        seconds = (quick_s if args.quick else full_s) * args.time_scale
+        return time_steps(fn, warmup=warmup, min_seconds=seconds, min_reps=3, device=device)
+
     steps: dict[str, Any] = {}
     for precision, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
         step, _ = make_step(model, images, labels, mean, std, precision)
-        times = time_steps(
-            step,
-            warmup=2,
-            min_seconds=(4 if args.quick else 12) * args.time_scale,
-            min_reps=3,
-            device=device,
-        )
+        times = timed(step, warmup=2, quick_s=4, full_s=12)
         med = statistics.median(times)
         model.eval()
 
@@ -197,13 +197,7 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             with torch.no_grad(), autocast(precision, images.device.type):
                 model(normalize(images, mean, std))
 
-        ftimes = time_steps(
-            forward,
-            warmup=1,
-            min_seconds=(2 if args.quick else 5) * args.time_scale,
-            min_reps=3,
-            device=device,
-        )
+        ftimes = timed(forward, warmup=1, quick_s=2, full_s=5)
         fmed = statistics.median(ftimes)
         peak = peaks[dtype]["peak_gflops"] * 1e9
         steps[precision] = {
@@ -264,13 +258,7 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             t0 = time.perf_counter()
             step()
             compile_s = time.perf_counter() - t0
-        times = time_steps(
-            step,
-            warmup=2,
-            min_seconds=(4 if args.quick else 12) * args.time_scale,
-            min_reps=3,
-            device=device,
-        )
+        times = timed(step, warmup=2, quick_s=4, full_s=12)
         med = statistics.median(times)
         peak_name = "bfloat16" if precision == "bf16" else "float32"
         variants[name] = {

@@ -18,24 +18,30 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def test_perf_runs_and_a_frozen_backbone_step_costs_about_two_forwards(tmp_path):
-    out = tmp_path / "perf.json"
+def _perf(out: Path, *args: str) -> dict:
+    """Run benchmarks/perf.py --quick on a tiny random-init ViT; its report, which must be clean."""
     command = [
         sys.executable,
         "benchmarks/perf.py",
         "--quick",
-        "--sections", "mfu,profile,memory",
         "--weights", "none",
         "--backbone", "vit_tiny_patch16_224",
         "--img-size", "32",
-        "--batch-size", "4",
-        "--time-scale", "0.05",
+        *args,
         "--out", str(out),
     ]  # fmt: skip
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     report = json.loads(out.read_text())
     assert not report.get("errors"), report["errors"]
+    return report
+
+
+def test_perf_runs_and_a_frozen_backbone_step_costs_about_two_forwards(tmp_path):
+    out = tmp_path / "perf.json"
+    report = _perf(
+        out, "--sections", "mfu,profile,memory", "--batch-size", "4", "--time-scale", "0.05"
+    )
     mfu = report["sections"]["mfu"]
     # VPT-deep on a frozen backbone: the backward computes activation gradients only (one GEMM per
     # linear layer, not two), so a step is about 2x the forward's FLOPs, not the 3x of training.
@@ -51,26 +57,12 @@ def test_perf_runs_and_a_frozen_backbone_step_costs_about_two_forwards(tmp_path)
 
 def test_perf_search_section_splits_the_overhead_of_real_searches(tmp_path):
     out = tmp_path / "search.json"
-    command = [
-        sys.executable,
-        "benchmarks/perf.py",
-        "--quick",
-        "--sections", "search",
-        "--search-trials", "4",
-        "--weights", "none",
-        "--backbone", "vit_tiny_patch16_224",
-        "--img-size", "32",
-        "--out", str(out),
-    ]  # fmt: skip
-    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    report = json.loads(out.read_text())
-    assert not report.get("errors"), report["errors"]
+    report = _perf(out, "--sections", "search", "--search-trials", "4")
     search = report["sections"]["search"]
     ablation = search["warm_workers"]
     runs = [*search["runs"], ablation["warm"], ablation["cold"]]
     assert all(r["status"] == "completed" and r["counts"]["completed"] == 4 for r in runs)
-    assert all(1 <= r["workers_used"] <= 2 and r["trial_phase_s"] <= r["wall_s"] for r in runs)
+    assert all(1 <= r["workers_used"] <= 4 and r["trial_phase_s"] <= r["wall_s"] for r in runs)
     # A search's own workers start after it begins: none of them can be warm.
     assert search["runs"][0]["warm_workers"] == 0 and ablation["cold"]["warm_workers"] == 0
     assert 1 <= ablation["sessions"] <= 3
