@@ -346,10 +346,9 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
     from autopetl.errors import TrainingDivergedError
     from autopetl.methods import build_method
     from autopetl.methods.io import (
-        RANDOM_INIT_SEED,
         WEIGHTS_FILE,
+        backbone_init_record,
         file_sha256,
-        frozen_digest,
         save_tunable,
     )
     from autopetl.pipeline import attach
@@ -368,11 +367,9 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
     method = build_method(method_name, options)
     train_data = train_data if train_data is not None else load_train_split(job)
     backbone = cached_backbone(spec, task.num_classes)
-    backbone_init = None
-    if spec.weights == "none":
-        # A random-init backbone comes from a fixed seed (cached_backbone); recorded with the
-        # artifact, serving rebuilds exactly these frozen weights, and tasks share one trunk.
-        backbone_init = {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(backbone)}
+    # A random-init backbone comes from a fixed seed (cached_backbone); recorded with the
+    # artifact, serving rebuilds exactly these frozen weights, and tasks share one trunk.
+    backbone_init = backbone_init_record(spec, backbone)
     model = attach(backbone, method, seed=job.seed)
     mean, std = input_stats(backbone)
     try:

@@ -32,10 +32,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 def _artifacts(root: Path, spec: Any) -> list[Any]:
     from autopetl.methods import build_method
     from autopetl.methods.io import (
-        RANDOM_INIT_SEED,
         WEIGHTS_FILE,
+        backbone_init_record,
         file_sha256,
-        frozen_digest,
         rebuildable_backbone,
         save_tunable,
     )
@@ -43,11 +42,7 @@ def _artifacts(root: Path, spec: Any) -> list[Any]:
     from autopetl.serving.catalog import ServedTask
 
     base = rebuildable_backbone(spec, 16)
-    init = (
-        {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(base)}
-        if spec.weights == "none"
-        else None
-    )
+    init = backbone_init_record(spec, base)
     out = []
     for key, method, classes in (("dsprites_loc", "vpt", 16), ("dsprites_ori", "dvpt", 40)):
         base.reset_classifier(classes)

@@ -42,10 +42,9 @@ def measure(backbone: str, img_size: int, classes: int = 16) -> dict[str, Any]:
     from autopetl.backbones import BackboneSpec
     from autopetl.methods import build_method
     from autopetl.methods.io import (
-        RANDOM_INIT_SEED,
         WEIGHTS_FILE,
+        backbone_init_record,
         file_sha256,
-        frozen_digest,
         rebuildable_backbone,
         save_tunable,
     )
@@ -56,7 +55,7 @@ def measure(backbone: str, img_size: int, classes: int = 16) -> dict[str, Any]:
     # lets the benchmark run where no weights file is.
     spec = BackboneSpec(backbone, "none", img_size)
     base = rebuildable_backbone(spec, classes)
-    init = {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(base)}
+    init = backbone_init_record(spec, base)
     with tempfile.TemporaryDirectory(prefix="autopetl-serve-memory-") as tmp:
         paths = {}
         for key, method_name, values in TASKS:

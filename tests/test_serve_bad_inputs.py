@@ -19,10 +19,9 @@ from PIL import Image
 
 from autopetl.methods import build_method
 from autopetl.methods.io import (
-    RANDOM_INIT_SEED,
     WEIGHTS_FILE,
+    backbone_init_record,
     file_sha256,
-    frozen_digest,
     rebuildable_backbone,
     save_tunable,
 )
@@ -44,7 +43,7 @@ def free_port() -> int:
 
 def _artifact(root: Path, name: str, method: str, classes: int) -> ServedTask:
     base = rebuildable_backbone(TINY, classes)
-    init = {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(base)}
+    init = backbone_init_record(TINY, base)
     m = build_method(method)
     path = save_tunable(
         attach(base, m, seed=0), m, TINY.to_dict(), classes, root / name, backbone_init=init

@@ -16,8 +16,8 @@ from autopetl.errors import ConfigError, WeightsError
 from autopetl.methods import build_method
 from autopetl.methods.io import (
     CONFIG_FILE,
-    RANDOM_INIT_SEED,
     WEIGHTS_FILE,
+    backbone_init_record,
     file_sha256,
     frozen_digest,
     load_tunable,
@@ -50,7 +50,7 @@ def _perturb(model: torch.nn.Module, seed: int) -> None:
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> dict[str, tuple[Path, int]]:
     base = rebuildable_backbone(TINY, 16)
-    init = {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(base)}
+    init = backbone_init_record(TINY, base)
     out = {}
     root = tmp_path_factory.mktemp("arts")
     for i, (variant, values) in enumerate(VARIANTS.items()):
@@ -86,7 +86,7 @@ def test_random_init_backbone_is_rebuilt_exactly_and_checked(artifacts) -> None:
         with pytest.raises(WeightsError, match="cannot be rebuilt"):
             load_tunable(path)
     finally:
-        meta["backbone_init"] = {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(b)}
+        meta["backbone_init"] = backbone_init_record(TINY, b)
         (path / CONFIG_FILE).write_text(json.dumps(meta))
 
 

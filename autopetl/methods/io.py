@@ -98,6 +98,18 @@ def rebuildable_backbone(
     return backbone
 
 
+def backbone_init_record(spec: BackboneSpec, backbone: VisionTransformer) -> dict[str, Any] | None:
+    """What an artifact records to rebuild ``backbone`` (``save_tunable(backbone_init=...)``).
+
+    A random-init backbone from :func:`rebuildable_backbone` is recorded as its seed and the digest
+    of its frozen weights, so serving rebuilds exactly those weights (and refuses other ones); a
+    backbone with real weights needs no record (None).
+    """
+    if spec.weights != "none":
+        return None
+    return {"seed": RANDOM_INIT_SEED, "sha256": frozen_digest(backbone)}
+
+
 def save_tunable(
     model: PetlModel,
     method: Method,
