@@ -73,7 +73,7 @@ class TrainConfig:
             ),
             (
                 self.precision in PRECISIONS,
-                f"precision must be auto, fp32 or bf16, got {self.precision!r}",
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
             ),
             (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
         ]
