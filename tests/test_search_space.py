@@ -47,8 +47,8 @@ def test_conditional_parameters_only_for_the_chosen_method():
 
 def test_vpt_paper_grid_is_the_papers_40_cells():
     space = load_space("vpt_paper")
-    grid = space.grid()
-    assert len(grid["lr"]) * len(grid["weight_decay"]) == 40
+    cells = space.configurations()
+    assert len(cells) == 40 and len({(c["lr"], c["weight_decay"]) for c in cells}) == 40
     assert max_epochs(space) == 100 and max_epochs(with_epochs(space, 3)) == 3
 
 
@@ -96,7 +96,10 @@ def test_dvpt_ablation_is_depth_by_dynamic():
             "train.lr: learning rate must be > 0",
         ),
         ("methods: {vpt: {}}\nsampler: cmaes", "sampler: 'cmaes' is not one of"),
-        ("methods: {vpt: {}, lora: {}}\nsampler: grid", "exactly one method"),
+        (
+            "methods: {vpt: {}}\ntrain: {lr: {type: float, low: 0.001, high: 0.1}}\nsampler: grid",
+            "not a continuous float range",
+        ),
         ("method: {vpt: {}}", "unknown key 'method'"),
         ("methods: [vpt]", "'methods' must map"),
         ("methods: {vpt: {deep: [true, false}", "not valid YAML"),

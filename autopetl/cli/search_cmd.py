@@ -19,6 +19,12 @@ from autopetl.precision import PRECISIONS
 from autopetl.search.cluster import connect
 from autopetl.search.recorder import TrialEvent
 from autopetl.search.runner import SearchOutcome, SearchPlan, run_search
+from autopetl.search.schedulers import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_REDUCTION_FACTOR,
+    DEFAULT_SCHEDULER,
+    SCHEDULERS,
+)
 from autopetl.search.space import SAMPLERS, load_space, with_epochs
 from autopetl.store import default_db_path, non_dominated, open_store, safe_url
 from autopetl.tasks import resolve_tasks
@@ -37,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--budget",
         type=int,
         default=64,
-        help="trials to finish per task (completed or stopped early by ASHA); failed trials do not count",
+        help="trials to finish per task (completed or stopped early); failed trials do not count",
     )
     p.add_argument(
         "--space",
@@ -46,7 +52,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, default=None, help="override the space's epochs")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the space's (tpe)")
-    p.add_argument("--scheduler", choices=["asha", "none"], default="asha")
+    p.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=DEFAULT_SCHEDULER,
+        help="early stopping: mo-asha ranks trials on both objectives at each rung, asha on val "
+        f"accuracy alone, none trains every trial to its last epoch (default {DEFAULT_SCHEDULER})",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        default=DEFAULT_GRACE_PERIOD,
+        help=f"epochs before a trial can be stopped (default {DEFAULT_GRACE_PERIOD})",
+    )
+    p.add_argument(
+        "--reduction-factor",
+        type=float,
+        default=DEFAULT_REDUCTION_FACTOR,
+        help=f"keep about 1 in this many trials at each rung (default {DEFAULT_REDUCTION_FACTOR:g})",
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument(
         "--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25"
@@ -202,6 +226,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--resume needs --name NAME of the search to continue (`autopetl searches` lists them)"
         )
+    sampler = args.sampler or space.sampler
+    budget = args.budget
+    if sampler == "grid":
+        cells = len(space.configurations())  # a continuous range: a ConfigError, before Ray
+        if budget > cells:
+            err_console.print(
+                f"the grid of space {space.name!r} has {cells} configurations: budget {budget} -> {cells}",
+                markup=False,
+            )
+            budget = cells
     spec = backbone_spec(args)
     store = open_store(args.db)
     if args.resume and len(tasks) == 1 and store.get_search(args.name) is None:
@@ -226,10 +260,12 @@ def run(args: argparse.Namespace) -> int:
                 name=name,
                 data=data,
                 space=space,
-                budget=args.budget,
+                budget=budget,
                 backbone=spec,
-                sampler=args.sampler or space.sampler,
+                sampler=sampler,
                 scheduler=args.scheduler,
+                grace_period=args.grace_period,
+                reduction_factor=args.reduction_factor,
                 cpus_per_trial=args.cpus_per_trial,
                 gpus_per_trial=args.gpus_per_trial,
                 max_concurrent=args.max_concurrent,
@@ -262,7 +298,7 @@ def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace)
     c = outcome.counts
     console.print(_pareto_table(outcome))
     console.print(
-        f"search [bold]{outcome.name}[/] {outcome.status}: {c['completed']} completed, {c['pruned']} stopped early by ASHA, "
+        f"search [bold]{outcome.name}[/] {outcome.status}: {c['completed']} completed, {c['pruned']} stopped early ({plan.scheduler}), "
         f"{c['failed']} failed, in {outcome.wall_time_s:.0f} s ({outcome.runs} Tuner run(s))"
     )
     db = f" --db '{safe_url(args.db)}'" if args.db else ""

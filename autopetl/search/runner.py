@@ -1,7 +1,7 @@
 """Run one search: Ray Tune schedules trials, Optuna samples them, the store records them.
 
 Budget: ``budget`` counts trials that *finished*: trained to their last epoch (completed) or
-stopped early by ASHA (pruned). Failed trials (an exception, a NaN loss, a dead worker) are recorded
+stopped early by the scheduler, MO-ASHA or ASHA (pruned). Failed trials (an exception, a NaN loss, a dead worker) are recorded
 with their error but do not count; the search starts replacements until the budget is met or
 ``max_failed`` trials have failed, whichever comes first.
 
@@ -30,6 +30,13 @@ from autopetl.backbones import BackboneSpec
 from autopetl.errors import ConfigError, SearchConflictError
 from autopetl.pipeline import TaskData
 from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent
+from autopetl.search.schedulers import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_REDUCTION_FACTOR,
+    DEFAULT_SCHEDULER,
+    SCHEDULERS,
+    make_scheduler,
+)
 from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, max_epochs
 from autopetl.search.study_storage import DriverStudyStorage
@@ -52,7 +59,9 @@ class SearchPlan:
         budget: Trials to finish (completed or pruned).
         backbone: The frozen backbone every trial starts from.
         sampler: tpe, nsga2, random or grid.
-        scheduler: asha or none.
+        scheduler: mo-asha, asha or none (see :mod:`autopetl.search.schedulers`).
+        grace_period: Epochs every trial trains before the scheduler may stop it.
+        reduction_factor: At each rung the scheduler keeps about 1 in this many trials.
         cpus_per_trial: CPUs Ray reserves for each trial (also its torch threads).
         gpus_per_trial: GPUs per trial; fractions let trials share a GPU.
         max_concurrent: At most this many trials at once (None: as resources allow).
@@ -71,7 +80,9 @@ class SearchPlan:
     budget: int
     backbone: BackboneSpec
     sampler: str = "tpe"
-    scheduler: str = "asha"
+    scheduler: str = DEFAULT_SCHEDULER
+    grace_period: int = DEFAULT_GRACE_PERIOD
+    reduction_factor: float = DEFAULT_REDUCTION_FACTOR
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
@@ -85,8 +96,15 @@ class SearchPlan:
     def __post_init__(self) -> None:
         if self.budget < 1:
             raise ConfigError(f"--budget must be at least 1 trial, got {self.budget}")
-        if self.scheduler not in ("asha", "none"):
-            raise ConfigError(f"--scheduler must be asha or none, got {self.scheduler!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(
+                f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
+            )
+        if self.grace_period < 1 or self.reduction_factor <= 1:
+            raise ConfigError(
+                "--grace-period must be at least 1 epoch and --reduction-factor above 1, got "
+                f"{self.grace_period} and {self.reduction_factor:g}"
+            )
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -146,7 +164,12 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        space.configurations()  # a continuous range is a ConfigError here, not in a worker
+        # Exhaustive over the define-by-run space, so a grid may hold several methods, each with
+        # its own options (GridSampler crosses every parameter with every other). Experimental.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.BruteForceSampler(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}; choose tpe, nsga2, random or grid")
 
 
@@ -197,7 +220,13 @@ def open_search(store: Store, plan: SearchPlan) -> None:
         plan.backbone.to_dict(),
         budget=plan.budget,
         options=plan.options
-        | {"sampler": plan.sampler, "scheduler": plan.scheduler, "seed": plan.seed},
+        | {
+            "sampler": plan.sampler,
+            "scheduler": plan.scheduler,
+            "grace_period": plan.grace_period,
+            "reduction_factor": plan.reduction_factor,
+            "seed": plan.seed,
+        },
         status="running",
     )
 
@@ -207,7 +236,6 @@ def run_search(
 ) -> SearchOutcome:
     """Run (or continue) a search until ``plan.budget`` trials have finished. Ray must be initialised."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     _tune_environment(plan)
     start = time.perf_counter()
@@ -264,17 +292,15 @@ def run_search(
             study_name=plan.name,
             storage=driver_storage,
         )
-        if plan.scheduler == "asha" and horizon > 1:
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration",
-                metric="val_acc",
-                mode="max",
-                max_t=horizon,
-                grace_period=1,
-                reduction_factor=3,
-            )
-        else:
-            scheduler = FIFOScheduler()  # type: ignore[assignment]  # both are TrialSchedulers
+        scheduler = make_scheduler(
+            plan.scheduler,
+            max_t=horizon,
+            metrics=list(OBJECTIVES),
+            modes=list(MODES),
+            log_metrics=["tunable_params"],
+            grace_period=plan.grace_period,
+            reduction_factor=plan.reduction_factor,
+        )
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

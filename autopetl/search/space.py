@@ -20,6 +20,7 @@ hyper-parameters. A trial's config holds only the parameters its method uses.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -70,12 +71,20 @@ class Param:
         return self.value
 
     def grid_values(self) -> list[Any]:
+        """Every value this parameter can take; a float range needs a step to be finite."""
         if self.kind == "categorical":
             return list(self.choices)
         if self.kind == "fixed":
             return [self.value]
+        assert self.low is not None and self.high is not None  # set for every range (parse)
+        if self.kind == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is not None:
+            count = round((self.high - self.low) / self.step) + 1
+            return [self.low + i * self.step for i in range(count)]
         raise ConfigError(
-            f"{self.name}: the grid sampler needs a list of choices, not a {self.kind} range"
+            f"{self.name}: the grid sampler needs choices or a stepped range, not a continuous "
+            "float range"
         )
 
 
@@ -109,12 +118,21 @@ class SearchSpace:
             json.dumps(self.source, sort_keys=True, default=str).encode()
         ).hexdigest()
 
-    def grid(self) -> dict[str, list[Any]]:
-        """Optuna GridSampler's search_space: every parameter's values (single-method spaces)."""
-        if len(self.methods) != 1:
-            raise ConfigError(f"space {self.name!r}: the grid sampler needs exactly one method")
-        (params,) = self.methods.values()
-        return {p.name: p.grid_values() for p in (*params, *self.train) if p.kind != "fixed"}
+    def configurations(self) -> list[dict[str, Any]]:
+        """Every configuration of a finite space, as the space's trials hold them.
+
+        The grid sampler (Optuna's BruteForceSampler) visits exactly these, each once: per
+        method, the product of its own options and the training parameters, so methods with
+        different options (a conditional space) are not crossed with each other's.
+        """
+        out: list[dict[str, Any]] = []
+        for method, params in self.methods.items():
+            params = (*params, *self.train)
+            for values in itertools.product(*(p.grid_values() for p in params)):
+                out.append(
+                    {"method": method, **{p.name: v for p, v in zip(params, values, strict=True)}}
+                )
+        return out
 
 
 def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -186,7 +204,7 @@ def parse_space(data: Any, *, name: str, where: str) -> SearchSpace:
     )
     if sampler == "grid":
         try:
-            space.grid()
+            space.configurations()
         except ConfigError as exc:
             raise SpaceError(f"{where}: {exc}") from exc
     return space
@@ -278,14 +296,27 @@ def _check_values(param: Param, at: str, build: Any) -> None:
 
 
 def with_epochs(space: SearchSpace, epochs: int) -> SearchSpace:
-    """The same space with ``epochs`` fixed (``--epochs`` overrides the file)."""
+    """The same space with ``epochs`` fixed (``--epochs`` overrides the file).
+
+    A fixed warm-up keeps its share of the training: vpt_paper.yaml's 10 of 100 epochs become 1
+    of 10 with ``--epochs 10`` (kept at 10, the whole run would be warm-up).
+    """
+    scale = epochs / max_epochs(space)
+
+    def rescaled(p: Param) -> Param:
+        if p.name == "warmup_epochs" and p.kind == "fixed" and scale < 1:
+            return Param(p.name, "fixed", value=float(p.value) * scale)
+        return p
+
     train = (
-        *(p for p in space.train if p.name != "epochs"),
+        *(rescaled(p) for p in space.train if p.name != "epochs"),
         Param("epochs", "fixed", value=epochs),
     )
-    return SearchSpace(
-        space.name, space.methods, train, space.sampler, space.description, space.source
-    )
+    # The recorded source says what the trials ran (a resumed search, a learning-curve table).
+    source_train = dict(space.source.get("train") or {})
+    source_train.update({p.name: p.value for p in train if p.kind == "fixed"})
+    source = {**space.source, "train": source_train}
+    return SearchSpace(space.name, space.methods, train, space.sampler, space.description, source)
 
 
 def max_epochs(space: SearchSpace) -> int:

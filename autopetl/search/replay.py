@@ -1,0 +1,378 @@
+"""Replay a search strategy on recorded learning curves instead of training.
+
+A learning-curve table is a recorded search over a finite space in which every trial trained to
+its last epoch (``--scheduler none``): for each configuration, its val accuracy and seconds per
+epoch and its tunable parameters. Replaying a strategy on it is how Syne Tune's simulator backend
+and the tabular benchmarks (HPOBench, LCBench, YAHPO Gym) compare optimisers: the real sampler
+proposes, the real scheduler continues or stops each trial as its recorded curve unfolds, and a
+simulated clock with ``workers`` parallel workers charges every epoch its recorded seconds, so
+hundreds of trials replay in seconds, deterministically for a seed.
+
+The classes are those ``autopetl search`` runs: :class:`~autopetl.search.searcher.ParetoOptunaSearch`
+with a sampler from :func:`~autopetl.search.runner.make_sampler`, and a scheduler from
+:func:`~autopetl.search.schedulers.make_scheduler`. They are called in the order Ray Tune's
+``TuneController`` calls them (the scheduler first, the searcher's ``on_trial_complete`` once a
+trial ends), with a plain record in place of Tune's ``Trial``: the schedulers read only its
+``trial_id``. The replay is of one seed of training: a configuration proposed twice gets the same
+curve, and its cost is charged twice, as a real search would pay it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from autopetl.errors import ConfigError
+from autopetl.search.schedulers import make_scheduler
+from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
+from autopetl.search.space import SearchSpace, parse_space
+from autopetl.store import Store, hypervolume, non_dominated
+from autopetl.store.queries import Point
+
+TABLE_FORMAT = "autopetl-learning-curves/1"
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A configuration's identity in a table: its parameters, bookkeeping keys left out."""
+    return json.dumps(
+        {k: v for k, v in config.items() if k != "trial_number"}, sort_keys=True, default=str
+    )
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One configuration's recorded training: per-epoch val accuracy and seconds."""
+
+    config: dict[str, Any]
+    tunable_params: int
+    val_acc: tuple[float, ...]
+    seconds: tuple[float, ...]
+
+    @property
+    def epochs(self) -> int:
+        return len(self.val_acc)
+
+
+@dataclass
+class CurveTable:
+    """The curves of one finite space, recorded on one task, backbone and input size."""
+
+    name: str
+    space: SearchSpace
+    curves: list[Curve]
+    meta: dict[str, Any] = field(default_factory=dict)
+    _index: dict[str, Curve] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {config_key(c.config): c for c in self.curves}
+        epochs = {c.epochs for c in self.curves}
+        if len(epochs) > 1:
+            raise ConfigError(
+                f"table {self.name!r}: every curve must run the same epochs, got {sorted(epochs)}"
+            )
+
+    @property
+    def epochs(self) -> int:
+        return self.curves[0].epochs if self.curves else 0
+
+    def lookup(self, config: dict[str, Any]) -> Curve:
+        curve = self._index.get(config_key(config))
+        if curve is None:
+            raise ConfigError(
+                f"table {self.name!r} has no curve for {config_key(config)}: replay only the "
+                "space the table was recorded on"
+            )
+        return curve
+
+    def cost(self) -> float:
+        """Seconds to train every configuration to its last epoch (the whole grid)."""
+        return sum(sum(c.seconds) for c in self.curves)
+
+    def points(self) -> list[Point]:
+        """(final val accuracy, tunable parameters) of every configuration."""
+        return [(c.val_acc[-1], float(c.tunable_params)) for c in self.curves]
+
+    def front(self) -> list[Point]:
+        """The table's true front: what training every configuration to the end finds."""
+        return front(self.points())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space.source,
+            "meta": self.meta,
+            "curves": [
+                {
+                    "config": c.config,
+                    "tunable_params": c.tunable_params,
+                    "val_acc": list(c.val_acc),
+                    "seconds": list(c.seconds),
+                }
+                for c in self.curves
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> CurveTable:
+        space = parse_space(data["space"], name=name, where=f"table {name}")
+        curves = [
+            Curve(
+                c["config"],
+                int(c["tunable_params"]),
+                tuple(float(v) for v in c["val_acc"]),
+                tuple(float(s) for s in c["seconds"]),
+            )
+            for c in data["curves"]
+        ]
+        return cls(name, space, curves, dict(data.get("meta", {})))
+
+
+def table_from_store(store: Store, search_name: str) -> CurveTable:
+    """The curves a recorded search holds: its completed trials, every epoch of each.
+
+    A table is complete when every configuration of its space has a curve (``meta["missing"]``
+    is 0); a search still being recorded exports what it has so far.
+    """
+    search = store.get_search(search_name)
+    if search is None:
+        raise ConfigError(f"no search named {search_name!r}; `autopetl searches` lists them")
+    space = parse_space(search.space, name=search.space_name, where=f"search {search_name}")
+    curves = []
+    for trial in store.trials(search_name, status="completed"):
+        epochs = store.epochs(search_name, trial.trial_key)
+        if trial.tunable_params is None or any(
+            e.val_acc is None or e.seconds is None for e in epochs
+        ):
+            continue
+        curves.append(
+            Curve(
+                trial.config,
+                trial.tunable_params,
+                tuple(float(e.val_acc) for e in epochs),  # type: ignore[arg-type]  # checked
+                tuple(float(e.seconds) for e in epochs),  # type: ignore[arg-type]
+            )
+        )
+    recorded = {config_key(c.config) for c in curves}
+    wanted = {config_key(c) for c in space.configurations()}
+    meta = {
+        "search": search_name,
+        "task": search.task,
+        "backbone": search.backbone,
+        "options": search.options,
+        "configurations": len(wanted),
+        "missing": len(wanted - recorded),
+    }
+    return CurveTable(
+        search_name, space, [c for c in curves if config_key(c.config) in wanted], meta
+    )
+
+
+def save_tables(path: Path, tables: dict[str, CurveTable], meta: dict[str, Any]) -> None:
+    body = {
+        "format": TABLE_FORMAT,
+        **meta,
+        "tables": {name: t.to_dict() for name, t in tables.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=1, sort_keys=False) + "\n")
+
+
+def load_tables(path: Path) -> tuple[dict[str, CurveTable], dict[str, Any]]:
+    """The tables in a file written by :func:`save_tables`, and the file's metadata."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read learning-curve table {path}: {exc}") from exc
+    if data.get("format") != TABLE_FORMAT:
+        raise ConfigError(f"{path} is not a learning-curve table (format {TABLE_FORMAT})")
+    tables = {name: CurveTable.from_dict(name, t) for name, t in data["tables"].items()}
+    meta = {k: v for k, v in data.items() if k not in ("format", "tables")}
+    return tables, meta
+
+
+# --- the replay --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A search strategy: a sampler and a scheduler with its settings."""
+
+    sampler: str
+    scheduler: str
+    grace_period: int = 1
+    reduction_factor: float = 3
+
+    @property
+    def label(self) -> str:
+        extra = (
+            f" g{self.grace_period} rf{self.reduction_factor:g}"
+            if self.scheduler != "none" and (self.grace_period, self.reduction_factor) != (1, 3)
+            else ""
+        )
+        return f"{self.sampler}+{self.scheduler}{extra}"
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A trial as the replayed search finished it."""
+
+    number: int
+    config_key: str
+    status: str  # completed or pruned
+    epochs: int
+    val_acc: float
+    tunable_params: int
+    end_time: float  # simulated seconds since the search began
+    compute: float  # worker-seconds spent by all trials when it ended
+
+
+@dataclass
+class ReplayResult:
+    strategy: Strategy
+    seed: int
+    workers: int
+    trials: list[Finished]
+
+    def front_at(self, compute: float = math.inf) -> list[Point]:
+        """The reported front once ``compute`` worker-seconds were spent: completed trials only."""
+        return front(
+            (t.val_acc, float(t.tunable_params))
+            for t in self.trials
+            if t.status == "completed" and t.compute <= compute
+        )
+
+    def hypervolume_curve(self, reference: Point, levels: Sequence[float]) -> list[float]:
+        """Hypervolume of the reported front at each compute level (ascending)."""
+        completed = sorted(
+            (t for t in self.trials if t.status == "completed"), key=lambda t: t.compute
+        )
+        out: list[float] = []
+        current: list[Point] = []
+        i = 0
+        for level in levels:
+            arrived = []
+            while i < len(completed) and completed[i].compute <= level:
+                arrived.append((completed[i].val_acc, float(completed[i].tunable_params)))
+                i += 1
+            if arrived or not out:
+                current = front([*current, *arrived])  # the front so far is all that counts
+                out.append(hypervolume(current, reference))
+            else:
+                out.append(out[-1])
+        return out
+
+
+def front(points: Iterable[Point]) -> list[Point]:
+    """The distinct non-dominated (val accuracy, parameters) points, fewest parameters first."""
+    unique = sorted(set(points), key=lambda p: (p[1], -p[0]))
+    return non_dominated(unique, unique)
+
+
+@dataclass
+class _Trial:
+    """What Ray Tune's schedulers read of a trial."""
+
+    trial_id: str
+
+
+def replay(
+    table: CurveTable,
+    strategy: Strategy,
+    *,
+    seed: int,
+    workers: int,
+    max_compute: float,
+    max_trials: int = 100_000,
+) -> ReplayResult:
+    """Run ``strategy`` on ``table`` until ``max_compute`` worker-seconds are spent.
+
+    Each worker trains one trial at a time; an epoch ends ``seconds`` after it began, and the
+    scheduler hears of it then. A trial that would start after the budget is spent is not
+    started; trials running when it runs out end there (their last epochs are not counted).
+    """
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    # Ray's ASHA draws its bracket from numpy's global generator; seed everything a run touches.
+    random.seed(seed)
+    np.random.seed(seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from autopetl.search.runner import make_sampler  # the runner imports Ray Tune's trainable
+
+    searcher = ParetoOptunaSearch(
+        space=table.space,
+        metric=list(OBJECTIVES),
+        mode=list(MODES),
+        sampler=make_sampler(strategy.sampler, table.space, seed),
+    )
+    scheduler = make_scheduler(
+        strategy.scheduler,
+        max_t=table.epochs,
+        metrics=list(OBJECTIVES),
+        modes=list(MODES),
+        log_metrics=["tunable_params"],
+        grace_period=strategy.grace_period,
+        reduction_factor=strategy.reduction_factor,
+    )
+    if strategy.sampler == "grid":  # each configuration once, as `autopetl search` budgets it
+        max_trials = min(max_trials, len(table.space.configurations()))
+    events: list[tuple[float, int, str, int]] = []  # (time, order, trial id, epoch)
+    running: dict[str, tuple[Curve, int, str]] = {}  # id -> (curve, number, config key)
+    finished: list[Finished] = []
+    now, spent, started, order = 0.0, 0.0, 0, 0
+    while True:
+        while len(running) < workers and started < max_trials and spent < max_compute:
+            trial_id = f"replay_{started:05d}"
+            config = searcher.suggest(trial_id)
+            if config is None:
+                break
+            curve = table.lookup(config)
+            trial = _Trial(trial_id)
+            scheduler.on_trial_add(None, trial)  # type: ignore[arg-type]
+            running[trial_id] = (curve, started, config_key(config))
+            heapq.heappush(events, (now + curve.seconds[0], order, trial_id, 1))
+            started += 1
+            order += 1
+        if not events:
+            break
+        end, _, trial_id, epoch = heapq.heappop(events)
+        curve, number, key = running[trial_id]
+        epoch_cost = curve.seconds[epoch - 1]
+        if spent + epoch_cost > max_compute:
+            break  # the budget ends during this epoch: nothing more is learnt
+        now, spent = end, spent + epoch_cost
+        result = {
+            "training_iteration": epoch,
+            "epoch": epoch,
+            "epochs": curve.epochs,
+            "val_acc": curve.val_acc[epoch - 1],
+            "tunable_params": curve.tunable_params,
+        }
+        decision = scheduler.on_trial_result(None, _Trial(trial_id), result)  # type: ignore[arg-type]
+        if epoch < curve.epochs and decision != "STOP":
+            heapq.heappush(events, (now + curve.seconds[epoch], order, trial_id, epoch + 1))
+            order += 1
+            continue
+        scheduler.on_trial_complete(None, _Trial(trial_id), result)  # type: ignore[arg-type]
+        searcher.on_trial_complete(trial_id, result)
+        del running[trial_id]
+        finished.append(
+            Finished(
+                number,
+                key,
+                "completed" if epoch == curve.epochs else "pruned",
+                epoch,
+                curve.val_acc[epoch - 1],
+                curve.tunable_params,
+                now,
+                spent,
+            )
+        )
+    return ReplayResult(strategy, seed, workers, finished)
