@@ -226,3 +226,29 @@ def test_a_recorded_grid_search_is_a_table_whose_replay_gives_its_front(
     assert table.front() == recorded_front
     result = replay(table, Strategy("grid", "none"), seed=3, workers=2, max_compute=1e9)
     assert result.front_at() == recorded_front
+
+
+def test_a_grid_search_resumed_after_its_driver_died_trains_the_interrupted_configuration(
+    sqlite_url,
+):
+    import optuna
+
+    from autopetl.search.runner import _recover, make_sampler
+    from autopetl.store import open_store
+
+    store = open_store(sqlite_url)
+    space = _grid_space()
+    store.upsert_search("g", "vtab/dsprites_loc", space.name, space.source, {}, status="running")
+    study = optuna.create_study(
+        study_name="g",
+        storage=store.optuna_storage(),
+        sampler=make_sampler("grid", space, 0),
+        directions=["maximize", "minimize"],
+    )
+    asked = study.ask()
+    config = space(asked)  # the grid's first configuration, left running by a dead driver
+    store.upsert_trial("g", "0", number=0, method=config["method"], config=config, status="running")
+    assert _recover(store, study, "g", retry=True) == 1
+    assert store.trials("g")[0].status == "failed"
+    again = study.ask()
+    assert again.number == 1 and space(again) | {"trial_number": 0} == config

@@ -180,8 +180,12 @@ def _counts(store: Store, name: str) -> dict[str, int]:
     return counts
 
 
-def _recover(store: Store, study: optuna.Study, name: str) -> int:
-    """Mark what a dead driver left running as failed, in the store and in Optuna."""
+def _recover(store: Store, study: optuna.Study, name: str, *, retry: bool = False) -> int:
+    """Mark what a dead driver left running as failed, in the store and in Optuna.
+
+    With ``retry`` (the grid sampler) their configurations are queued again: the grid visits a
+    configuration once, and one a dead driver interrupted would otherwise never be trained.
+    """
     stale = store.trials(name, status="running")
     for trial in stale:
         store.upsert_trial(
@@ -192,6 +196,10 @@ def _recover(store: Store, study: optuna.Study, name: str) -> int:
         )
     for ot in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         study._storage.set_trial_state_values(ot._trial_id, TrialState.FAIL)
+        # A queued trial that was never asked for holds its configuration as fixed_params.
+        params = ot.params or ot.system_attrs.get("fixed_params")
+        if retry and params:
+            study.enqueue_trial(params, skip_if_exists=False)
     return len(stale)
 
 
@@ -255,7 +263,7 @@ def run_search(
         directions=directions,
         load_if_exists=True,
     )
-    recovered = _recover(store, study, plan.name)
+    recovered = _recover(store, study, plan.name, retry=plan.sampler == "grid")
     if recovered:
         log.warning(
             "search %s: %d trial(s) left running by an earlier driver marked failed",

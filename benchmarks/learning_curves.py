@@ -1,0 +1,161 @@
+"""Record learning-curve tables with `autopetl search`, and export them for the replay benchmark.
+
+A table is an ordinary recorded search over a finite space with every trial trained to its last
+epoch (``--sampler grid --scheduler none``): the store already holds each trial's per-epoch val
+accuracy and seconds and its tunable parameters. ``record`` runs that search (again under the same
+name it resumes, so a table can be recorded over several sittings); ``export`` writes the curves,
+no weights, to a small JSON file that benchmarks/search_quality.py replays.
+
+    python benchmarks/learning_curves.py record                    # search_spaces/default_grid.yaml
+    python benchmarks/learning_curves.py record --space vpt_paper  # the VPT paper's lr x wd grid
+    python benchmarks/learning_curves.py status                    # what is recorded so far
+    python benchmarks/learning_curves.py export                    # -> benchmarks/results/...json
+
+Defaults: the real DINOv2 ViT-S/14 from ../shared/weights on vtab/dsprites_loc at 28 px (the
+cheapest input at which the methods separate; docs/SEARCH.md), 10 epochs, two 1-CPU trials at a
+time, recorded in benchmarks/results/curves/learning_curves.db (committed, so that the next
+sitting resumes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO.parent / "shared" / "weights" / "vit_small_patch14_dinov2.safetensors"
+DB = REPO / "benchmarks" / "results" / "curves" / "learning_curves.db"
+OUT = REPO / "benchmarks" / "results" / "learning_curves_dsprites_loc_28px.json"
+TABLE_SPACES = ("default_grid", "vpt_paper")
+
+
+def search_name(task: str, img_size: int, space: str) -> str:
+    base = f"curves-{task.split('/')[-1]}-{img_size}px"
+    return base if space == "default_grid" else f"{base}-{space}"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["record", "status", "export"])
+    parser.add_argument("--space", choices=TABLE_SPACES, default="default_grid")
+    parser.add_argument("--task", default="vtab/dsprites_loc")
+    parser.add_argument("--img-size", type=int, default=28)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser.add_argument("--db", default=f"sqlite:///{DB}")
+    parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=OUT)
+    return parser.parse_args()
+
+
+def record(args: argparse.Namespace) -> int:
+    if not args.weights.is_file():
+        print(f"error: pretrained weights {args.weights} not found (pass --weights PATH)")
+        return 2
+    from autopetl.search.space import load_space
+
+    cells = len(load_space(args.space).configurations())
+    command = [
+        sys.executable,
+        "-m",
+        "autopetl",
+        "search",
+        "--task",
+        args.task,
+        "--space",
+        args.space,
+        "--sampler",
+        "grid",
+        "--scheduler",
+        "none",
+        "--budget",
+        str(cells),
+        "--backbone",
+        "vit_small_patch14_dinov2",
+        # Absolute: Ray's workers run in folders of their own.
+        "--weights",
+        str(args.weights.resolve()),
+        "--img-size",
+        str(args.img_size),
+        "--epochs",
+        str(args.epochs),
+        "--cpus-per-trial",
+        "1",
+        "--max-concurrent",
+        str(args.max_concurrent),
+        "--seed",
+        "0",
+        "--name",
+        search_name(args.task, args.img_size, args.space),
+        "--db",
+        args.db,
+    ]
+    DB.parent.mkdir(parents=True, exist_ok=True)
+    print("$", " ".join(command[1:]), flush=True)
+    return subprocess.call(command)
+
+
+def status(args: argparse.Namespace) -> int:
+    from autopetl.search.replay import table_from_store
+    from autopetl.store import open_store
+
+    store = open_store(args.db)
+    for space in TABLE_SPACES:
+        name = search_name(args.task, args.img_size, space)
+        if store.get_search(name) is None:
+            print(f"{name}: not started")
+            continue
+        table = table_from_store(store, name)
+        done = len(table.curves)
+        print(
+            f"{name}: {done}/{table.meta['configurations']} configurations recorded, "
+            f"{table.cost() / 3600:.2f} worker-hours of training"
+        )
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from autopetl.search.replay import save_tables, table_from_store
+    from autopetl.store import open_store
+
+    store = open_store(args.db)
+    tables = {}
+    for space in TABLE_SPACES:
+        name = search_name(args.task, args.img_size, space)
+        if store.get_search(name) is not None:
+            tables[space] = table_from_store(store, name)
+    if not tables:
+        print(f"error: no table recorded in {args.db}; run `record` first")
+        return 2
+    meta = {
+        "task": args.task,
+        "img_size": args.img_size,
+        "epochs": args.epochs,
+        "backbone": "vit_small_patch14_dinov2",
+        "weights": args.weights.name,
+        "machine": f"{platform.machine()} CPU, 1 torch thread per trial, "
+        f"{args.max_concurrent} trials at a time",
+        "exported": time.strftime("%Y-%m-%d %H:%M"),
+        "command": "python benchmarks/learning_curves.py record [--space vpt_paper]",
+    }
+    save_tables(args.out, tables, meta)
+    for space, table in tables.items():
+        print(
+            f"{space}: {len(table.curves)}/{table.meta['configurations']} curves, "
+            f"{table.meta['missing']} missing"
+        )
+    print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+    return 0
+
+
+def main() -> int:
+    args = parse_args()
+    return {"record": record, "status": status, "export": export}[args.action](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
