@@ -252,3 +252,35 @@ def test_a_grid_search_resumed_after_its_driver_died_trains_the_interrupted_conf
     assert store.trials("g")[0].status == "failed"
     again = study.ask()
     assert again.number == 1 and space(again) | {"trial_number": 0} == config
+
+
+def test_the_search_quality_benchmark_reports_what_the_defaults_rest_on(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    table = tmp_path / "curves.json"
+    save_tables(table, {"main": _synthetic_table()}, {"task": "vtab/test", "img_size": 28})
+    out = tmp_path / "quality.json"
+    command = [sys.executable, "benchmarks/search_quality.py", "--quick", "--table", str(table)]
+    run = subprocess.run(
+        [*command, "--out", str(out)], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["default_strategy"] in report["strategies"]
+    assert report["baseline_final_hv"] == pytest.approx(1.0)  # the whole grid finds the front
+    reach = report["default_compute_to_reach_grid_hv"]
+    assert reach is None or 0 < reach <= 1
+    assert report["default_over_random_hv_auc"] > 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    lines = [line for line in run.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1 + 1 + 6 + 1  # header, baseline, 6 strategies, summary
+
+    partial = _synthetic_table()
+    partial.meta["missing"], partial.meta["configurations"] = 3, 19
+    save_tables(table, {"main": partial}, {})
+    run = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "misses 3 of its 19 configurations" in run.stdout

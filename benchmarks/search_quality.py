@@ -1,0 +1,261 @@
+"""Search quality: replay search strategies on recorded learning curves, over many seeds.
+
+Every strategy (a sampler with a scheduler) is replayed on a learning-curve table
+(benchmarks/learning_curves.py) by :func:`autopetl.search.replay.replay`: the real Optuna sampler
+proposes, the real Ray Tune scheduler stops or continues each trial from its recorded curve, and a
+simulated clock with ``--workers`` workers charges each epoch its recorded seconds. Measured per
+strategy, as mean and spread over seeds:
+
+- the hypervolume of the reported front (completed trials only) on (val accuracy max, tunable
+  parameters min, log10 scale), from a fixed reference point (chance accuracy, 10x the table's
+  largest parameter count rounded up to a power of ten), divided by the hypervolume of the table's
+  true front (training every configuration to the end): 1.0 is the whole front, 1 - it the regret;
+- against the compute spent, in worker-seconds, as a fraction of the baseline's whole cost.
+
+The baseline is the VPT paper's protocol (its lr x wd grid for VPT-deep, trained to the end) when
+the table file holds it, else the exhaustive grid of the main table: what a person with a grid
+pays. Writes benchmarks/results/search_quality.json and .png.
+
+    python benchmarks/search_quality.py             # 20 seeds, every strategy
+    python benchmarks/search_quality.py --quick     # 3 seeds, fewer strategies: under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autopetl.search.replay import CurveTable, ReplayResult, Strategy, load_tables, replay
+from autopetl.search.schedulers import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_REDUCTION_FACTOR,
+    DEFAULT_SCHEDULER,
+)
+from autopetl.store import hypervolume
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE = REPO / "benchmarks" / "results" / "learning_curves_dsprites_loc_28px.json"
+OUT = REPO / "benchmarks" / "results" / "search_quality.json"
+SAMPLERS = ("random", "tpe", "nsga2", "grid")
+SCHEDULERS = ("none", "asha", "mo-asha")
+DEFAULT = Strategy("tpe", DEFAULT_SCHEDULER, DEFAULT_GRACE_PERIOD, DEFAULT_REDUCTION_FACTOR)
+# Settings of the two early-stopping schedulers tried beside the defaults (with TPE).
+SETTINGS = ((1, 2), (1, 4), (2, 3), (3, 3))
+LEVELS = 51  # compute levels from 0 to the whole budget
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=4, help="parallel trials (simulated)")
+    parser.add_argument("--budget", type=float, default=1.0, help="x the baseline's whole cost")
+    parser.add_argument("--quick", action="store_true", help="3 seeds, fewer strategies")
+    parser.add_argument("--out", type=Path, default=OUT)
+    return parser.parse_args()
+
+
+def strategies(quick: bool) -> list[Strategy]:
+    if quick:
+        return [Strategy(s, sch) for s in ("random", "tpe") for sch in SCHEDULERS]
+    out = [Strategy(s, sch) for s in SAMPLERS for sch in SCHEDULERS]
+    out += [Strategy("tpe", sch, g, rf) for sch in ("asha", "mo-asha") for g, rf in SETTINGS]
+    return out
+
+
+def reference(tables: dict[str, CurveTable], num_classes: int) -> tuple[float, float]:
+    largest = max(c.tunable_params for t in tables.values() for c in t.curves)
+    return 1.0 / num_classes, float(10 ** math.ceil(math.log10(10 * largest)))
+
+
+def summarise(
+    runs: list[ReplayResult], ref: tuple[float, float], true_hv: float, levels: np.ndarray
+) -> dict[str, Any]:
+    curves = np.array([r.hypervolume_curve(ref, list(levels)) for r in runs]) / true_hv
+    return {
+        "hv_mean": curves.mean(axis=0).round(5).tolist(),
+        "hv_std": curves.std(axis=0).round(5).tolist(),
+        "final_hv_mean": round(float(curves[:, -1].mean()), 5),
+        "regret_mean": round(float(1 - curves[:, -1].mean()), 5),
+        # Area under the hypervolume-compute curve (trapezoid), compute as a fraction of the budget.
+        "hv_auc": round(float(np.trapezoid(curves.mean(axis=0), levels / levels[-1])), 5),
+        "trials_mean": float(np.mean([len(r.trials) for r in runs])),
+        "completed_mean": float(
+            np.mean([sum(t.status == "completed" for t in r.trials) for r in runs])
+        ),
+        "_curves": curves,
+    }
+
+
+def compute_to_reach(curves: np.ndarray, target: float, fractions: np.ndarray) -> float | None:
+    """Mean over seeds of the first compute fraction at which the hypervolume reaches ``target``;
+    None when a seed never does."""
+    firsts = []
+    for curve in curves:
+        hit = np.nonzero(curve >= target - 1e-12)[0]
+        if not len(hit):
+            return None
+        firsts.append(fractions[hit[0]])
+    return round(float(np.mean(firsts)), 4)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions = np.array(report["compute_fractions"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    for ax, scheduler in zip(axes, SCHEDULERS, strict=True):
+        for s in report["strategies"].values():
+            if s["scheduler"] != scheduler or s["settings"] != [1, 3]:
+                continue
+            mean, std = np.array(s["hv_mean"]), np.array(s["hv_std"])
+            ax.plot(fractions, mean, label=s["sampler"])
+            ax.fill_between(fractions, mean - std, mean + std, alpha=0.15)
+        base = report["baseline"]
+        ax.plot(fractions, base["hv_mean"], "k--", label=f"baseline: {base['label']}")
+        ax.set_title(f"scheduler: {scheduler}")
+        ax.set_xlabel("compute spent (fraction of the baseline's whole cost)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("hypervolume / true front's (mean ± sd over seeds)")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(
+        f"{report['task']} at {report['img_size']} px, {report['epochs']} epochs: "
+        f"{report['seeds']} seeds, {report['workers']} workers"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    args = parse_args()
+    started = time.perf_counter()
+    tables, meta = load_tables(args.table)
+    main_name = next(n for n in tables if n != "vpt_paper")
+    table = tables[main_name]
+    for name, t in tables.items():
+        if t.meta.get("missing", 0):
+            print(
+                f"error: table {name!r} misses {t.meta['missing']} of its "
+                f"{t.meta['configurations']} configurations; finish recording it "
+                "(python benchmarks/learning_curves.py record) and export it again"
+            )
+            return 2
+    seeds = 3 if args.quick else args.seeds
+    num_classes = int(meta.get("num_classes", 16))
+    ref = reference(tables, num_classes)
+    true_hv = hypervolume(table.front(), ref)
+    if "vpt_paper" in tables:
+        base_table, base_strategy = tables["vpt_paper"], Strategy("grid", "none")
+        base_label = "VPT paper's lr x wd grid (VPT-deep, trained to the end)"
+    else:
+        base_table, base_strategy = table, Strategy("grid", "none")
+        base_label = f"exhaustive grid over {main_name} (trained to the end)"
+    budget = base_table.cost() * args.budget
+    levels = np.linspace(0, budget, LEVELS)
+    fractions = levels / base_table.cost()
+    print(
+        f"table {args.table.name}: {len(table.curves)} configurations, true-front hypervolume "
+        f"{true_hv:.4f} (reference: accuracy {ref[0]:.4f}, {ref[1]:,.0f} parameters); "
+        f"budget {budget / 3600:.2f} worker-hours = {args.budget:g} x baseline; "
+        f"{seeds} seeds, {args.workers} workers",
+        flush=True,
+    )
+
+    def run(t: CurveTable, strategy: Strategy) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        runs = [
+            # (1 + 1e-9): the grid's last epoch ends at exactly its cost, summed in floats.
+            replay(t, strategy, seed=seed, workers=args.workers, max_compute=budget * (1 + 1e-9))
+            for seed in range(seeds)
+        ]
+        summary = summarise(runs, ref, true_hv, levels)
+        print(
+            f"{strategy.label:26s} final hv {summary['final_hv_mean']:.3f}  auc "
+            f"{summary['hv_auc']:.3f}  trials {summary['trials_mean']:5.1f} "
+            f"(completed {summary['completed_mean']:5.1f})  {time.perf_counter() - t0:5.1f} s",
+            flush=True,
+        )
+        return summary
+
+    baseline = run(base_table, base_strategy)
+    results = {s: run(table, s) for s in strategies(args.quick)}
+    if DEFAULT not in results:
+        results[DEFAULT] = run(table, DEFAULT)
+    default, base_curves = results[DEFAULT], baseline["_curves"]
+    target = float(base_curves[:, -1].mean())  # the baseline's hypervolume once it is done
+    random_same = results[
+        Strategy("random", DEFAULT.scheduler, DEFAULT.grace_period, DEFAULT.reduction_factor)
+    ]
+    from_20 = fractions >= 0.2
+    report: dict[str, Any] = {
+        "default_strategy": DEFAULT.label,
+        "default_compute_to_reach_grid_hv": compute_to_reach(default["_curves"], target, fractions),
+        "default_over_random_hv_auc": round(default["hv_auc"] / random_same["hv_auc"], 4),
+        "default_beats_random_from_20pct": bool(
+            np.all(
+                np.array(default["hv_mean"])[from_20] > np.array(random_same["hv_mean"])[from_20]
+            )
+        ),
+        "baseline_final_hv": round(target, 5),
+        "task": meta.get("task"),
+        "img_size": meta.get("img_size"),
+        "epochs": table.epochs,
+        "table": str(
+            args.table.relative_to(REPO) if args.table.is_relative_to(REPO) else args.table
+        ),
+        "configurations": len(table.curves),
+        "true_front": table.front(),
+        "reference": list(ref),
+        "seeds": seeds,
+        "workers": args.workers,
+        "budget_worker_hours": round(budget / 3600, 3),
+        "compute_fractions": fractions.round(4).tolist(),
+        "baseline": {"label": base_label, **_public(baseline)},
+        "strategies": {
+            s.label: {
+                "sampler": s.sampler,
+                "scheduler": s.scheduler,
+                "settings": [s.grace_period, s.reduction_factor],
+                **_public(r),
+            }
+            for s, r in results.items()
+        },
+        "command": shlex.join(["python", *sys.argv]),
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, args.out.with_suffix(".png"))
+    reach = report["default_compute_to_reach_grid_hv"]
+    reached = (
+        "does not reach it in every seed"
+        if reach is None
+        else f"reaches it at {reach:.0%} of the baseline's compute (mean over seeds)"
+    )
+    print(
+        f"baseline hypervolume {target:.3f}; default {DEFAULT.label} {reached}; hv auc "
+        f"{report['default_over_random_hv_auc']:.2f}x random's; wrote {args.out.name} and "
+        f"{args.out.with_suffix('.png').name} in {report['seconds']:.0f} s"
+    )
+    return 0
+
+
+def _public(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not k.startswith("_")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
