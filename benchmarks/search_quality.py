@@ -25,9 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=4, help="parallel trials (simulated)")
     parser.add_argument("--budget", type=float, default=1.0, help="x the baseline's whole cost")
     parser.add_argument("--quick", action="store_true", help="3 seeds, fewer strategies")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="replay processes")
     parser.add_argument("--out", type=Path, default=OUT)
     return parser.parse_args()
 
@@ -173,13 +176,13 @@ def main() -> int:
         flush=True,
     )
 
+    pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
+
     def run(t: CurveTable, strategy: Strategy) -> dict[str, Any]:
         t0 = time.perf_counter()
-        runs = [
-            # (1 + 1e-9): the grid's last epoch ends at exactly its cost, summed in floats.
-            replay(t, strategy, seed=seed, workers=args.workers, max_compute=budget * (1 + 1e-9))
-            for seed in range(seeds)
-        ]
+        # (1 + 1e-9): the grid's last epoch ends at exactly its cost, summed in floats.
+        jobs = [(t, strategy, seed, args.workers, budget * (1 + 1e-9)) for seed in range(seeds)]
+        runs = list(pool.map(_replay, jobs) if pool else map(_replay, jobs))
         summary = summarise(runs, ref, true_hv, levels)
         print(
             f"{strategy.label:26s} final hv {summary['final_hv_mean']:.3f}  auc "
@@ -236,6 +239,8 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if pool:
+        pool.shutdown()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     plot(report, args.out.with_suffix(".png"))
@@ -251,6 +256,11 @@ def main() -> int:
         f"{args.out.with_suffix('.png').name} in {report['seconds']:.0f} s"
     )
     return 0
+
+
+def _replay(job: tuple[CurveTable, Strategy, int, int, float]) -> ReplayResult:
+    table, strategy, seed, workers, budget = job
+    return replay(table, strategy, seed=seed, workers=workers, max_compute=budget)
 
 
 def _public(summary: dict[str, Any]) -> dict[str, Any]:

@@ -44,29 +44,27 @@ def nondominated_order(points: Sequence[Sequence[float]]) -> list[int]:
         return []
     span = x.max(axis=0) - x.min(axis=0)
     scaled = (x - x.min(axis=0)) / np.where(span > 0, span, 1.0)
-    remaining = list(range(len(x)))
+    # dominated_by[i, j]: j dominates i (no worse everywhere, better somewhere). O(n^2) in numpy:
+    # MO-ASHA calls this once per result, with every trial recorded at a rung.
+    le = np.all(x[None, :, :] <= x[:, None, :], axis=2)
+    lt = np.any(x[None, :, :] < x[:, None, :], axis=2)
+    dominated_by = le & lt
+    remaining = np.ones(len(x), dtype=bool)
     order: list[int] = []
-    while remaining:
-        front = [
-            i
-            for i in remaining
-            if not any(np.all(x[j] <= x[i]) and np.any(x[j] < x[i]) for j in remaining if j != i)
-        ]
-        first = min(front, key=lambda i: (x[i][0], i))
+    while remaining.any():
+        front = np.flatnonzero(remaining & ~(dominated_by[:, remaining].any(axis=1)))
+        first = int(front[np.lexsort((front, x[front, 0]))[0]])
         taken = [first]
-        rest = [i for i in front if i != first]
-        while rest:
-            far = max(
-                rest,
-                key=lambda i: (
-                    min(float(np.linalg.norm(scaled[i] - scaled[t])) for t in taken),
-                    -i,
-                ),
-            )
-            taken.append(far)
-            rest.remove(far)
+        nearest = np.linalg.norm(scaled[front] - scaled[first], axis=1)
+        nearest[front == first] = -1.0
+        for _ in range(len(front) - 1):
+            # Farthest from everything taken; ties to the earlier point (argmax takes the first).
+            pick = int(np.argmax(nearest))
+            taken.append(int(front[pick]))
+            nearest = np.minimum(nearest, np.linalg.norm(scaled[front] - scaled[front[pick]], axis=1))
+            nearest[[front.tolist().index(t) for t in taken]] = -1.0
         order.extend(taken)
-        remaining = [i for i in remaining if i not in front]
+        remaining[front] = False
     return order
 
 
