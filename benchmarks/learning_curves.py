@@ -10,6 +10,7 @@ no weights, to a small JSON file that benchmarks/search_quality.py replays.
     python benchmarks/learning_curves.py record --space vpt_paper  # the VPT paper's lr x wd grid
     python benchmarks/learning_curves.py status                    # what is recorded so far
     python benchmarks/learning_curves.py export                    # -> benchmarks/results/...json
+    python benchmarks/learning_curves.py export --methods linear,lora,adapter  # + a sub-table
 
 Defaults: the real DINOv2 ViT-S/14 from ../shared/weights on vtab/dsprites_loc at 28 px (the
 cheapest input at which the methods separate; docs/SEARCH.md), 10 epochs, two 1-CPU trials at a
@@ -48,6 +49,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--db", default=f"sqlite:///{DB}")
     parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="export also a sub-table of these methods of default_grid (comma-separated), "
+        "complete before the whole table is",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     return parser.parse_args()
 
@@ -128,6 +135,11 @@ def export(args: argparse.Namespace) -> int:
         name = search_name(args.task, args.img_size, space)
         if store.get_search(name) is not None:
             tables[space] = table_from_store(store, name)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if methods and "default_grid" in tables:
+        sub = f"default_grid:{'+'.join(methods)}"
+        name = search_name(args.task, args.img_size, "default_grid")
+        tables[sub] = table_from_store(store, name, methods)
     if not tables:
         print(f"error: no table recorded in {args.db}; run `record` first")
         return 2

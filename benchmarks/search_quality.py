@@ -57,6 +57,9 @@ LEVELS = 51  # compute levels from 0 to the whole budget
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument(
+        "--table-name", default=None, help="which table of the file (default: the first one)"
+    )
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4, help="parallel trials (simulated)")
     parser.add_argument("--budget", type=float, default=1.0, help="x the baseline's whole cost")
@@ -145,8 +148,12 @@ def main() -> int:
     args = parse_args()
     started = time.perf_counter()
     tables, meta = load_tables(args.table)
-    main_name = next(n for n in tables if n != "vpt_paper")
+    main_name = args.table_name or next(n for n in tables if n != "vpt_paper")
+    if main_name not in tables:
+        print(f"error: {args.table} holds tables {', '.join(tables)}, not {main_name!r}")
+        return 2
     table = tables[main_name]
+    tables = {n: t for n, t in tables.items() if n in (main_name, "vpt_paper")}
     for name, t in tables.items():
         if t.meta.get("missing", 0):
             print(

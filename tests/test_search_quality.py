@@ -110,6 +110,17 @@ def test_a_finite_space_lists_each_method_with_its_own_options_only():
     assert {k for k in configs[0] if k != "method"} == {"lr", "epochs"}
 
 
+def test_a_sub_space_keeps_some_methods_with_the_same_configurations():
+    from autopetl.search.space import restricted_to
+
+    space = _grid_space()
+    sub = restricted_to(space, ["linear", "lora"])
+    assert sub.configurations() == [c for c in space.configurations() if c["method"] != "vpt"]
+    assert set(sub.source["methods"]) == {"linear", "lora"}
+    with pytest.raises(ConfigError, match="has methods linear, vpt, lora"):
+        restricted_to(space, ["adapter"])
+
+
 # --- learning-curve tables and their replay ----------------------------------------------------
 
 

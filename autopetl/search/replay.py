@@ -34,7 +34,7 @@ import optuna
 from autopetl.errors import ConfigError
 from autopetl.search.schedulers import make_scheduler
 from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
-from autopetl.search.space import SearchSpace, parse_space
+from autopetl.search.space import SearchSpace, parse_space, restricted_to
 from autopetl.store import Store, hypervolume, non_dominated
 from autopetl.store.queries import Point
 
@@ -135,16 +135,21 @@ class CurveTable:
         return cls(name, space, curves, dict(data.get("meta", {})))
 
 
-def table_from_store(store: Store, search_name: str) -> CurveTable:
+def table_from_store(
+    store: Store, search_name: str, methods: list[str] | None = None
+) -> CurveTable:
     """The curves a recorded search holds: its completed trials, every epoch of each.
 
     A table is complete when every configuration of its space has a curve (``meta["missing"]``
-    is 0); a search still being recorded exports what it has so far.
+    is 0); a search still being recorded exports what it has so far. ``methods`` keeps some
+    methods of the space only: a sub-table, complete before the whole is.
     """
     search = store.get_search(search_name)
     if search is None:
         raise ConfigError(f"no search named {search_name!r}; `autopetl searches` lists them")
     space = parse_space(search.space, name=search.space_name, where=f"search {search_name}")
+    if methods:
+        space = restricted_to(space, methods)
     curves = []
     for trial in store.trials(search_name, status="completed"):
         epochs = store.epochs(search_name, trial.trial_key)
@@ -164,6 +169,7 @@ def table_from_store(store: Store, search_name: str) -> CurveTable:
     wanted = {config_key(c) for c in space.configurations()}
     meta = {
         "search": search_name,
+        "methods": list(space.methods),
         "task": search.task,
         "backbone": search.backbone,
         "options": search.options,

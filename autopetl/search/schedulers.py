@@ -61,7 +61,9 @@ def nondominated_order(points: Sequence[Sequence[float]]) -> list[int]:
             # Farthest from everything taken; ties to the earlier point (argmax takes the first).
             pick = int(np.argmax(nearest))
             taken.append(int(front[pick]))
-            nearest = np.minimum(nearest, np.linalg.norm(scaled[front] - scaled[front[pick]], axis=1))
+            nearest = np.minimum(
+                nearest, np.linalg.norm(scaled[front] - scaled[front[pick]], axis=1)
+            )
             nearest[[front.tolist().index(t) for t in taken]] = -1.0
         order.extend(taken)
         remaining[front] = False

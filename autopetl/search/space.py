@@ -319,6 +319,19 @@ def with_epochs(space: SearchSpace, epochs: int) -> SearchSpace:
     return SearchSpace(space.name, space.methods, train, space.sampler, space.description, source)
 
 
+def restricted_to(space: SearchSpace, methods: list[str]) -> SearchSpace:
+    """The same space over some of its methods only (a sub-table of a learning-curve table)."""
+    unknown = sorted(set(methods) - set(space.methods))
+    if unknown or not methods:
+        raise ConfigError(
+            f"space {space.name!r} has methods {', '.join(space.methods)}; got {', '.join(methods)}"
+        )
+    source_methods = space.source.get("methods") or {}
+    source = {**space.source, "methods": {m: source_methods.get(m) for m in methods}}
+    kept = {m: space.methods[m] for m in methods}
+    return SearchSpace(space.name, kept, space.train, space.sampler, space.description, source)
+
+
 def max_epochs(space: SearchSpace) -> int:
     """The most epochs any trial of this space trains (ASHA's horizon)."""
     for p in space.train:
