@@ -116,3 +116,31 @@ def test_malformed_spaces_name_file_and_key(tmp_path, text, message):
 def test_unknown_space_name_lists_the_known_ones():
     with pytest.raises(SpaceError, match="default"):
         load_space("nope")
+
+
+def test_a_method_can_have_its_own_learning_rate_range():
+    import yaml
+
+    from autopetl.search.space import parse_space, split_config
+
+    text = """
+methods:
+  linear: {train: {lr: {type: categorical, choices: [0.1, 1.0]}}}
+  vpt: {prompt_length: 4}
+train: {lr: {type: categorical, choices: [1.0e-3, 1.0e-2]}, weight_decay: 0.0}
+"""
+    space = parse_space(yaml.safe_load(text), name="own", where="<own>")
+    configs = space.configurations()
+    linear = [c for c in configs if c["method"] == "linear"]
+    assert [c["linear.train.lr"] for c in linear] == [0.1, 1.0] and "lr" not in linear[0]
+    assert len(configs) == 4
+    method, options, train = split_config(linear[1])
+    assert (method, options, train) == ("linear", {}, {"lr": 1.0, "weight_decay": 0.0})
+    sampled = space(FixedTrial({"method": "vpt", "lr": 1e-2}))
+    assert split_config(sampled)[1:] == ({"prompt_length": 4}, {"lr": 1e-2, "weight_decay": 0.0})
+    with pytest.raises(SpaceError, match="methods.linear.train.epochs: not a per-method"):
+        parse_space(
+            {"methods": {"linear": {"train": {"epochs": 3}}}}, name="bad", where="<bad>"
+        )
+    with pytest.raises(SpaceError, match="methods.linear.train.lr: learning rate must be > 0"):
+        parse_space({"methods": {"linear": {"train": {"lr": -1}}}}, name="bad", where="<bad>")

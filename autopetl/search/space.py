@@ -38,6 +38,8 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 # Training hyper-parameters a space may set (TrainConfig fields that make sense to search).
 TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup_epochs")
+# A method's own training parameters are named <method>.train.<key> (split_config).
+TRAIN_PREFIX = ".train."
 _DIST_TYPES = ("float", "int", "categorical")
 
 
@@ -102,11 +104,17 @@ class SearchSpace:
     description: str = ""
     source: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    def params_of(self, method: str) -> tuple[Param, ...]:
+        """A method's parameters: its options, its own training parameters, the shared rest."""
+        own = self.methods[method]
+        overridden = {p.name.partition(TRAIN_PREFIX)[2] for p in own if TRAIN_PREFIX in p.name}
+        return (*own, *(p for p in self.train if p.name not in overridden))
+
     def __call__(self, trial: Any) -> dict[str, Any]:
         names = list(self.methods)
         method = names[0] if len(names) == 1 else trial.suggest_categorical("method", names)
         out: dict[str, Any] = {"method": method}
-        for param in (*self.methods[method], *self.train):
+        for param in self.params_of(method):
             out[param.name] = param.suggest(trial)
         # The study-wide trial number is the trial's stable identity across Tuner restarts.
         out["trial_number"] = trial.number
@@ -126,8 +134,8 @@ class SearchSpace:
         different options (a conditional space) are not crossed with each other's.
         """
         out: list[dict[str, Any]] = []
-        for method, params in self.methods.items():
-            params = (*params, *self.train)
+        for method in self.methods:
+            params = self.params_of(method)
             for values in itertools.product(*(p.grid_values() for p in params)):
                 out.append(
                     {"method": method, **{p.name: v for p, v in zip(params, values, strict=True)}}
@@ -136,11 +144,20 @@ class SearchSpace:
 
 
 def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """A trial's flat config to (method name, method options, training options)."""
+    """A trial's flat config to (method name, method options, training options).
+
+    ``<method>.train.<key>`` is the method's own training parameter (``linear.train.lr``); it
+    takes the place of the shared ``<key>``.
+    """
     method = config["method"]
-    prefix = f"{method}."
-    options = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+    prefix, own_train = f"{method}.", f"{method}{TRAIN_PREFIX}"
+    options = {
+        k[len(prefix) :]: v
+        for k, v in config.items()
+        if k.startswith(prefix) and not k.startswith(own_train)
+    }
     train = {k: v for k, v in config.items() if k in TRAIN_KEYS}
+    train |= {k[len(own_train) :]: v for k, v in config.items() if k.startswith(own_train)}
     return method, options, train
 
 
@@ -216,7 +233,20 @@ def _parse_method(method: str, params: Any, where: str) -> tuple[Param, ...]:
     config_cls = get_method(method).config_cls
     valid = {f.name for f in fields(config_cls)}
     out = []
+    own_train = params.get("train", {})
+    if not isinstance(own_train, dict):
+        raise SpaceError(f"{where}: methods.{method}.train must map training parameters")
+    for key, spec in own_train.items():
+        at = f"{where}: methods.{method}.train.{key}"
+        if key not in TRAIN_KEYS or key == "epochs":  # one horizon per search (the schedulers')
+            allowed = ", ".join(k for k in TRAIN_KEYS if k != "epochs")
+            raise SpaceError(f"{at}: not a per-method training parameter; known: {allowed}")
+        param = _parse_param(f"{method}{TRAIN_PREFIX}{key}", spec, at)
+        _check_values(param, at, lambda v, k=key: TrainConfig(**{k: v}))
+        out.append(param)
     for key, spec in params.items():
+        if key == "train":
+            continue
         at = f"{where}: methods.{method}.{key}"
         if key not in valid:
             raise SpaceError(
