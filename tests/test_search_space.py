@@ -138,9 +138,7 @@ train: {lr: {type: categorical, choices: [1.0e-3, 1.0e-2]}, weight_decay: 0.0}
     assert (method, options, train) == ("linear", {}, {"lr": 1.0, "weight_decay": 0.0})
     sampled = space(FixedTrial({"method": "vpt", "lr": 1e-2}))
     assert split_config(sampled)[1:] == ({"prompt_length": 4}, {"lr": 1e-2, "weight_decay": 0.0})
-    with pytest.raises(SpaceError, match="methods.linear.train.epochs: not a per-method"):
-        parse_space(
-            {"methods": {"linear": {"train": {"epochs": 3}}}}, name="bad", where="<bad>"
-        )
-    with pytest.raises(SpaceError, match="methods.linear.train.lr: learning rate must be > 0"):
+    with pytest.raises(SpaceError, match=r"methods\.linear\.train\.epochs: not a per-method"):
+        parse_space({"methods": {"linear": {"train": {"epochs": 3}}}}, name="bad", where="<bad>")
+    with pytest.raises(SpaceError, match=r"methods\.linear\.train\.lr: learning rate must be > 0"):
         parse_space({"methods": {"linear": {"train": {"lr": -1}}}}, name="bad", where="<bad>")
