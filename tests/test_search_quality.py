@@ -295,3 +295,18 @@ def test_the_search_quality_benchmark_reports_what_the_defaults_rest_on(tmp_path
     save_tables(table, {"main": partial}, {})
     run = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "misses 3 of its 19 configurations" in run.stdout
+
+
+def test_the_grid_ignores_a_trial_that_failed_before_its_first_suggestion():
+    import optuna
+
+    from autopetl.search.runner import make_sampler
+
+    space = _grid_space()
+    study = optuna.create_study(
+        sampler=make_sampler("grid", space, 0), directions=["maximize", "minimize"]
+    )
+    # failed with no parameters at all (a dead worker, or a queued trial an older version failed)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    seen = {config_key(space(study.ask())) for _ in range(3)}
+    assert len(seen) == 3  # BruteForceSampler alone raises "param_name mismatch" here

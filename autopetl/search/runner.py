@@ -169,8 +169,25 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
         # its own options (GridSampler crosses every parameter with every other). Experimental.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.BruteForceSampler(seed=seed)
+            return _GridSampler(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}; choose tpe, nsga2, random or grid")
+
+
+class _GridSampler(optuna.samplers.BruteForceSampler):
+    """Optuna's BruteForceSampler, blind to finished trials that hold no parameters.
+
+    A trial that failed before its first suggestion (its worker died at once, or an earlier
+    autopetl marked a queued trial failed) reaches BruteForceSampler as a leaf at the root of
+    its tree, and every later suggestion raises "param_name mismatch: method != None" (Optuna
+    5.0). Such a trial tried no configuration, so leaving it out of the tree loses nothing.
+    Overrides a private static method of Optuna 5.0's sampler.
+    """
+
+    @staticmethod
+    def _populate_tree(tree: Any, trials: list[Any], params: dict[str, Any]) -> None:
+        optuna.samplers.BruteForceSampler._populate_tree(
+            tree, [t for t in trials if t.params or not t.state.is_finished()], params
+        )
 
 
 def _counts(store: Store, name: str) -> dict[str, int]:
@@ -194,12 +211,11 @@ def _recover(store: Store, study: optuna.Study, name: str, *, retry: bool = Fals
             status="failed",
             error="interrupted: the search driver stopped before this trial finished",
         )
-    for ot in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    # Queued (WAITING) trials never started: the next Tuner asks for them as they are.
+    for ot in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(ot._trial_id, TrialState.FAIL)
-        # A queued trial that was never asked for holds its configuration as fixed_params.
-        params = ot.params or ot.system_attrs.get("fixed_params")
-        if retry and params:
-            study.enqueue_trial(params, skip_if_exists=False)
+        if retry and ot.params:
+            study.enqueue_trial(ot.params, skip_if_exists=False)
     return len(stale)
 
 
