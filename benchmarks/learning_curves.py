@@ -41,7 +41,9 @@ def search_name(task: str, img_size: int, space: str) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["record", "status", "export"])
+    parser.add_argument("action", choices=["record", "status", "export", "compare"])
+    parser.add_argument("--search", default=None, help="compare: a search in --db to compare")
+    parser.add_argument("--table-name", default="default_grid", help="compare: the table of --out")
     parser.add_argument("--space", choices=TABLE_SPACES, default="default_grid")
     parser.add_argument("--task", default="vtab/dsprites_loc")
     parser.add_argument("--img-size", type=int, default=28)
@@ -164,9 +166,35 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare(args: argparse.Namespace) -> int:
+    """A real search's front against a table's true front: hypervolume from the same corner."""
+    from autopetl.search.replay import front, load_tables, reference_point
+    from autopetl.store import hypervolume, open_store
+
+    if not args.search:
+        print("error: compare needs --search NAME (`autopetl searches --db ...` lists them)")
+        return 2
+    tables, _ = load_tables(args.out)
+    table = tables[args.table_name]
+    store = open_store(args.db)
+    found = front((t.val_acc, float(t.tunable_params)) for t in store.pareto_front(args.search))
+    ref = reference_point([table], 16)
+    true = table.front()
+    ratio = hypervolume(found, ref) / hypervolume(true, ref)
+    print(f"true front of {args.table_name} ({len(table.curves)} configurations):")
+    for acc, params in true:
+        print(f"  {acc:6.1%}  {params:>10,.0f} parameters")
+    print(f"front of search {args.search}:")
+    for acc, params in found:
+        print(f"  {acc:6.1%}  {params:>10,.0f} parameters")
+    print(f"hypervolume: {ratio:.3f} of the true front's (reference {ref[0]:.4f}, {ref[1]:,.0f})")
+    return 0
+
+
 def main() -> int:
     args = parse_args()
-    return {"record": record, "status": status, "export": export}[args.action](args)
+    actions = {"record": record, "status": status, "export": export, "compare": compare}
+    return actions[args.action](args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import sys
@@ -35,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from autopetl.search.replay import CurveTable, ReplayResult, Strategy, load_tables, replay
+from autopetl.search.replay import (
+    CurveTable,
+    ReplayResult,
+    Strategy,
+    load_tables,
+    reference_point,
+    replay,
+)
 from autopetl.search.schedulers import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_REDUCTION_FACTOR,
@@ -75,11 +81,6 @@ def strategies(quick: bool) -> list[Strategy]:
     out = [Strategy(s, sch) for s in SAMPLERS for sch in SCHEDULERS]
     out += [Strategy("tpe", sch, g, rf) for sch in ("asha", "mo-asha") for g, rf in SETTINGS]
     return out
-
-
-def reference(tables: dict[str, CurveTable], num_classes: int) -> tuple[float, float]:
-    largest = max(c.tunable_params for t in tables.values() for c in t.curves)
-    return 1.0 / num_classes, float(10 ** math.ceil(math.log10(10 * largest)))
 
 
 def summarise(
@@ -164,7 +165,7 @@ def main() -> int:
             return 2
     seeds = 3 if args.quick else args.seeds
     num_classes = int(meta.get("num_classes", 16))
-    ref = reference(tables, num_classes)
+    ref = reference_point(tables.values(), num_classes)
     true_hv = hypervolume(table.front(), ref)
     if "vpt_paper" in tables:
         base_table, base_strategy = tables["vpt_paper"], Strategy("grid", "none")

@@ -276,6 +276,13 @@ class ReplayResult:
         return out
 
 
+def reference_point(tables: Iterable[CurveTable], num_classes: int) -> Point:
+    """The fixed corner hypervolumes on these tables are measured from: chance accuracy, and 10x
+    the largest parameter count rounded up to a power of ten (so every point adds area)."""
+    largest = max(c.tunable_params for t in tables for c in t.curves)
+    return 1.0 / num_classes, float(10 ** math.ceil(math.log10(10 * largest)))
+
+
 def front(points: Iterable[Point]) -> list[Point]:
     """The distinct non-dominated (val accuracy, parameters) points, fewest parameters first."""
     unique = sorted(set(points), key=lambda p: (p[1], -p[0]))
