@@ -38,6 +38,7 @@ from autopetl.search.replay import (
     CurveTable,
     ReplayResult,
     Strategy,
+    front,
     load_tables,
     reference_point,
     replay,
@@ -87,7 +88,12 @@ def summarise(
     runs: list[ReplayResult], ref: tuple[float, float], true_hv: float, levels: np.ndarray
 ) -> dict[str, Any]:
     curves = np.array([r.hypervolume_curve(ref, list(levels)) for r in runs]) / true_hv
+    fractions = levels / levels[-1]
     return {
+        # Compute (fraction of the budget) and finished trials (what --budget counts) until the
+        # front holds 90% of the true front's hypervolume; None when some seed never gets there.
+        "compute_to_90pct": compute_to_reach(curves, 0.9, fractions),
+        "trials_to_90pct": trials_to_reach(runs, ref, 0.9 * true_hv),
         "hv_mean": curves.mean(axis=0).round(5).tolist(),
         "hv_std": curves.std(axis=0).round(5).tolist(),
         "final_hv_mean": round(float(curves[:, -1].mean()), 5),
@@ -100,6 +106,25 @@ def summarise(
         ),
         "_curves": curves,
     }
+
+
+def trials_to_reach(
+    runs: list[ReplayResult], ref: tuple[float, float], target: float
+) -> float | None:
+    """Mean over seeds of the finished trials (completed or stopped) when the reported front
+    first holds ``target`` hypervolume; None when a seed never gets there."""
+    counts = []
+    for run in runs:
+        points: list[tuple[float, float]] = []
+        for i, trial in enumerate(sorted(run.trials, key=lambda t: t.compute), start=1):
+            if trial.status == "completed":
+                points = front([*points, (trial.val_acc, float(trial.tunable_params))])
+                if hypervolume(points, ref) >= target - 1e-12:
+                    counts.append(i)
+                    break
+        else:
+            return None
+    return round(float(np.mean(counts)), 1)
 
 
 def compute_to_reach(curves: np.ndarray, target: float, fractions: np.ndarray) -> float | None:
@@ -129,6 +154,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
             mean, std = np.array(s["hv_mean"]), np.array(s["hv_std"])
             ax.plot(fractions, mean, label=s["sampler"])
             ax.fill_between(fractions, mean - std, mean + std, alpha=0.15)
+        default = report["strategies"][report["default_strategy"]]
+        ax.plot(
+            fractions, default["hv_mean"], "r-", lw=2.5, alpha=0.6,
+            label=f"default: {report['default_strategy']}",
+        )  # fmt: skip
         base = report["baseline"]
         ax.plot(fractions, base["hv_mean"], "k--", label=f"baseline: {base['label']}")
         ax.set_title(f"scheduler: {scheduler}")
@@ -195,20 +225,22 @@ def main() -> int:
         print(
             f"{strategy.label:26s} final hv {summary['final_hv_mean']:.3f}  auc "
             f"{summary['hv_auc']:.3f}  trials {summary['trials_mean']:5.1f} "
-            f"(completed {summary['completed_mean']:5.1f})  {time.perf_counter() - t0:5.1f} s",
+            f"(completed {summary['completed_mean']:5.1f})  90% at {_fraction(summary['compute_to_90pct'])} "
+            f"of the compute, {summary['trials_to_90pct'] or '-'} trials  {time.perf_counter() - t0:5.1f} s",
             flush=True,
         )
         return summary
 
     baseline = run(base_table, base_strategy)
     results = {s: run(table, s) for s in strategies(args.quick)}
-    if DEFAULT not in results:
-        results[DEFAULT] = run(table, DEFAULT)
-    default, base_curves = results[DEFAULT], baseline["_curves"]
+    # The default, and random search with the same scheduler settings (its comparison).
+    same = Strategy("random", DEFAULT.scheduler, DEFAULT.grace_period, DEFAULT.reduction_factor)
+    for strategy in (DEFAULT, same):
+        if strategy not in results:
+            results[strategy] = run(table, strategy)
+    default, random_same = results[DEFAULT], results[same]
+    base_curves = baseline["_curves"]
     target = float(base_curves[:, -1].mean())  # the baseline's hypervolume once it is done
-    random_same = results[
-        Strategy("random", DEFAULT.scheduler, DEFAULT.grace_period, DEFAULT.reduction_factor)
-    ]
     from_20 = fractions >= 0.2
     report: dict[str, Any] = {
         "default_strategy": DEFAULT.label,
@@ -269,6 +301,10 @@ def main() -> int:
 def _replay(job: tuple[CurveTable, Strategy, int, int, float]) -> ReplayResult:
     table, strategy, seed, workers, budget = job
     return replay(table, strategy, seed=seed, workers=workers, max_compute=budget)
+
+
+def _fraction(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0%}"
 
 
 def _public(summary: dict[str, Any]) -> dict[str, Any]:

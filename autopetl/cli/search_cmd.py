@@ -23,6 +23,7 @@ from autopetl.search.schedulers import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_REDUCTION_FACTOR,
     DEFAULT_SCHEDULER,
+    MIN_INFORMATIVE_BUDGET,
     SCHEDULERS,
 )
 from autopetl.search.space import SAMPLERS, load_space, with_epochs
@@ -236,6 +237,13 @@ def run(args: argparse.Namespace) -> int:
                 markup=False,
             )
             budget = cells
+    if budget < MIN_INFORMATIVE_BUDGET and not args.smoke_test:
+        err_console.print(
+            f"note: a budget of {budget} trials is below {MIN_INFORMATIVE_BUDGET}, where the "
+            "default search's front reached 90% of the best front on recorded learning curves "
+            "(docs/SEARCH.md): expect a sparse front",
+            markup=False,
+        )
     spec = backbone_spec(args)
     store = open_store(args.db)
     if args.resume and len(tasks) == 1 and store.get_search(args.name) is None:
