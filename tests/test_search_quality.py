@@ -79,6 +79,8 @@ def test_schedulers_refuse_bad_settings():
     with pytest.raises(ConfigError, match="reduction factor"):
         make_scheduler("mo-asha", max_t=9, reduction_factor=1, **OBJECTIVES)
     assert type(make_scheduler("asha", max_t=1, **OBJECTIVES)).__name__ == "FIFOScheduler"
+    short = make_scheduler("mo-asha", max_t=2, grace_period=3, **OBJECTIVES)
+    assert isinstance(short, MOASHAScheduler) and list(short._rungs) == [1.0]  # one rung kept
 
 
 # --- finite spaces -----------------------------------------------------------------------------

@@ -105,7 +105,15 @@ def test_asha_stopped_trials_never_reach_the_pareto_front(ray_session, tmp_path,
     # top third) stops some; one trial at a time makes every trial meet a filled rung.
     data = load_task_data(get_task("vtab/dsprites_loc"), 32, train_limit=128)
     plan = _plan(
-        tmp_path, "asha", data, with_epochs(load_space("default"), 3), 12, max_concurrent=1, seed=1
+        tmp_path,
+        "asha",
+        data,
+        with_epochs(load_space("default"), 3),
+        12,
+        max_concurrent=1,
+        seed=1,
+        scheduler="asha",
+        grace_period=1,
     )
     run_search(plan, store)
     trials = store.trials("asha")

@@ -187,8 +187,11 @@ def make_scheduler(
     """The scheduler ``name`` over a horizon of ``max_t`` epochs; the first metric is accuracy."""
     if name not in SCHEDULERS:
         raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {name!r}")
-    if name == "none" or max_t <= grace_period:
+    if name == "none" or max_t <= 1:
         return FIFOScheduler()
+    # A grace period as long as the run would leave no rung: short runs (--epochs 2, smoke
+    # tests) keep one, at the last epoch but one.
+    grace_period = min(grace_period, max_t - 1)
     if name == "asha":
         return ASHAScheduler(
             time_attr="training_iteration",
