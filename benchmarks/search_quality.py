@@ -73,6 +73,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 seeds, fewer strategies")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="replay processes")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the PNG of --out's JSON")
     return parser.parse_args()
 
 
@@ -156,27 +157,31 @@ def plot(report: dict[str, Any], path: Path) -> None:
             ax.fill_between(fractions, mean - std, mean + std, alpha=0.15)
         default = report["strategies"][report["default_strategy"]]
         ax.plot(
-            fractions, default["hv_mean"], "r-", lw=2.5, alpha=0.6,
+            fractions, default["hv_mean"], "k-", lw=3, alpha=0.35,
             label=f"default: {report['default_strategy']}",
         )  # fmt: skip
         base = report["baseline"]
-        ax.plot(fractions, base["hv_mean"], "k--", label=f"baseline: {base['label']}")
+        ax.plot(fractions, base["hv_mean"], "k--", label="baseline (see the JSON)")
         ax.set_title(f"scheduler: {scheduler}")
         ax.set_xlabel("compute spent (fraction of the baseline's whole cost)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("hypervolume / true front's (mean ± sd over seeds)")
-    axes[0].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
     fig.suptitle(
         f"{report['task']} at {report['img_size']} px, {report['epochs']} epochs: "
         f"{report['seeds']} seeds, {report['workers']} workers"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def main() -> int:
     args = parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return 0
     started = time.perf_counter()
     tables, meta = load_tables(args.table)
     main_name = args.table_name or next(n for n in tables if n != "vpt_paper")
