@@ -53,15 +53,17 @@ def test_mo_asha_keeps_the_cheapest_trial_that_asha_stops():
     """A linear probe: far behind on accuracy, but the cheapest point, so on the front."""
     leaders = [(0.60, 100_000), (0.55, 200_000), (0.50, 300_000)]
     probe = (0.20, 6_000)
-    asha = make_scheduler("asha", max_t=9, **OBJECTIVES)
-    mo_asha = make_scheduler("mo-asha", max_t=9, log_metrics=["tunable_params"], **OBJECTIVES)
+    asha = make_scheduler("asha", max_t=9, grace_period=1, **OBJECTIVES)
+    mo_asha = make_scheduler(
+        "mo-asha", max_t=9, grace_period=1, log_metrics=["tunable_params"], **OBJECTIVES
+    )
     assert isinstance(mo_asha, MOASHAScheduler)
     assert _rung_decisions(asha, [*leaders, probe])[-1] == "STOP"
     assert _rung_decisions(mo_asha, [*leaders, probe])[-1] == "CONTINUE"
 
 
 def test_mo_asha_stops_a_dominated_trial_and_lets_the_first_of_a_rung_go_on():
-    scheduler = make_scheduler("mo-asha", max_t=9, **OBJECTIVES)
+    scheduler = make_scheduler("mo-asha", max_t=9, grace_period=1, **OBJECTIVES)
     decisions = _rung_decisions(
         scheduler, [(0.6, 50_000), (0.55, 40_000), (0.5, 30_000), (0.3, 500_000)]
     )
