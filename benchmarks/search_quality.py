@@ -230,8 +230,8 @@ def main() -> int:
         print(
             f"{strategy.label:26s} final hv {summary['final_hv_mean']:.3f}  auc "
             f"{summary['hv_auc']:.3f}  trials {summary['trials_mean']:5.1f} "
-            f"(completed {summary['completed_mean']:5.1f})  90% at {_fraction(summary['compute_to_90pct'])} "
-            f"of the compute, {summary['trials_to_90pct'] or '-'} trials  {time.perf_counter() - t0:5.1f} s",
+            f"(completed {summary['completed_mean']:5.1f})  to 90%: {_fraction(summary['compute_to_90pct'])} "
+            f"compute, {summary['trials_to_90pct'] or '-'} trials  {time.perf_counter() - t0:5.1f} s",
             flush=True,
         )
         return summary

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from ray.tune.schedulers import TrialScheduler
 
 from autopetl.errors import ConfigError
 from autopetl.search.schedulers import make_scheduler
@@ -369,7 +370,7 @@ def replay(
             "tunable_params": curve.tunable_params,
         }
         decision = scheduler.on_trial_result(None, _Trial(trial_id), result)  # type: ignore[arg-type]
-        if epoch < curve.epochs and decision != "STOP":
+        if epoch < curve.epochs and decision != TrialScheduler.STOP:
             heapq.heappush(events, (now + curve.seconds[epoch], order, trial_id, epoch + 1))
             order += 1
             continue

@@ -58,18 +58,20 @@ def nondominated_order(points: Sequence[Sequence[float]]) -> list[int]:
     order: list[int] = []
     while remaining.any():
         front = np.flatnonzero(remaining & ~(dominated_by[:, remaining].any(axis=1)))
-        first = int(front[np.lexsort((front, x[front, 0]))[0]])
-        taken = [first]
-        nearest = np.linalg.norm(scaled[front] - scaled[first], axis=1)
-        nearest[front == first] = -1.0
+        # Positions within the front: the best on the first objective, then each time the point
+        # farthest from all taken ones (argmax takes the earlier of ties).
+        pick = int(np.lexsort((front, x[front, 0]))[0])
+        taken = [pick]
+        nearest = np.linalg.norm(scaled[front] - scaled[front[pick]], axis=1)
+        nearest[pick] = -1.0
         for _ in range(len(front) - 1):
-            # Farthest from everything taken; ties to the earlier point (argmax takes the first).
             pick = int(np.argmax(nearest))
-            taken.append(int(front[pick]))
+            taken.append(pick)
             nearest = np.minimum(
                 nearest, np.linalg.norm(scaled[front] - scaled[front[pick]], axis=1)
             )
-            nearest[[front.tolist().index(t) for t in taken]] = -1.0
+            nearest[taken] = -1.0
+        taken = [int(front[i]) for i in taken]
         order.extend(taken)
         remaining[front] = False
     return order
