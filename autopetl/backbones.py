@@ -3,8 +3,8 @@
 The weights source is one of:
 - ``hub``: timm's pretrained weights from the Hugging Face hub (the users' default; the papers'
   backbone is ``vit_base_patch16_224.orig_in21k``);
-- a local file (``.safetensors``, ``.bin``, ``.pth``), loaded the timm way through
-  ``pretrained_cfg_overlay=dict(file=...)`` so the position embedding is resampled to ``img_size``;
+- a local file (``.safetensors``, ``.bin``, ``.pth``), read and filtered the timm way (the
+  position embedding resampled to ``img_size``), every key checked against the model;
 - ``none``: random initialisation, for tests and smoke runs (logged as a warning).
 """
 
@@ -19,7 +19,7 @@ import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.errors import WeightsError
+from autopetl.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -76,38 +76,102 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
         )
     kwargs: dict[str, Any] = dict(num_classes=num_classes, img_size=spec.img_size, **spec.overrides)
     weights = spec.weights
+    path = Path(weights).expanduser()
+    if weights not in ("hub", "none") and not path.is_file():
+        raise WeightsError(
+            f"weights file {path} does not exist; pass --weights PATH to a "
+            f"timm checkpoint, --weights hub, or --weights none"
+        )
+    if weights == "none":
+        log.warning(
+            "backbone %s uses RANDOM weights (--weights none): results mean nothing "
+            "beyond testing the pipeline",
+            spec.name,
+        )
     try:
-        if weights == "none":
-            log.warning(
-                "backbone %s uses RANDOM weights (--weights none): results mean nothing "
-                "beyond testing the pipeline",
-                spec.name,
-            )
-            model = timm.create_model(spec.name, pretrained=False, **kwargs)
-        elif weights == "hub":
-            model = _from_hub(spec.name, kwargs)
-        else:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise WeightsError(
-                    f"weights file {path} does not exist; pass --weights PATH to a "
-                    f"timm checkpoint, --weights hub, or --weights none"
-                )
-            model = timm.create_model(
-                spec.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
-            )
-    except WeightsError:
+        built = (
+            _from_hub(spec.name, kwargs)
+            if weights == "hub"
+            else timm.create_model(spec.name, pretrained=False, **kwargs)
+        )
+        model = _checked(built, spec)
+        if weights not in ("hub", "none"):
+            _load_file(model, spec.name, path)
+    except (WeightsError, ConfigError):
         raise
     except (RuntimeError, KeyError, ValueError) as exc:
         raise WeightsError(
             f"cannot load weights {weights!r} into {spec.name}: {str(exc).splitlines()[0][:300]}"
         ) from exc
+    model.requires_grad_(False)
+    return model
+
+
+def _load_file(model: VisionTransformer, name: str, path: Path) -> None:
+    """Load a checkpoint file into ``model``; any key that does not fit is an error.
+
+    timm's own file loading (``pretrained_cfg_overlay=dict(file=...)``) loads non-strictly once
+    the head is replaced, so a checkpoint of another architecture trains with a warning (a
+    DINOv2 file in ``vit_small_patch16_224`` leaves 24 layer-scale keys unused). This runs the
+    same steps (timm's reader, the ViT checkpoint filter that resamples position embeddings to
+    ``img_size``), drops the checkpoint's head (the task gets its own) and then insists that
+    every other key matches.
+    """
+    from timm.models import load_state_dict
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    state = checkpoint_filter_fn(load_state_dict(str(path)), model)
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    own = model.state_dict()
+    resized = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if resized:
+        k = resized[0]
+        raise WeightsError(
+            f"weights file {path} is not a checkpoint of {name}: {len(resized)} of its weights "
+            f"have other shapes ({k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} "
+            f"in {name}); pass the --backbone the file was saved from"
+        )
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("head.")]
+    if missing or result.unexpected_keys:
+        found = []
+        if missing:
+            found.append(f"{len(missing)} of its weights are missing ({_keys(missing)})")
+        if result.unexpected_keys:
+            found.append(
+                f"{len(result.unexpected_keys)} are not {name}'s ({_keys(result.unexpected_keys)})"
+            )
+        raise WeightsError(
+            f"weights file {path} is not a checkpoint of {name}: {'; '.join(found)}; pass the "
+            f"--backbone the file was saved from (e.g. vit_small_patch14_dinov2 for a DINOv2 ViT-S/14)"
+        )
+
+
+def _keys(keys: list[str], shown: int = 3) -> str:
+    return ", ".join(keys[:shown]) + (
+        f", ... {len(keys) - shown} more" if len(keys) > shown else ""
+    )
+
+
+def _checked(model: torch.nn.Module, spec: BackboneSpec) -> VisionTransformer:
+    """A ViT (what the methods need) whose patch size divides the input side.
+
+    A side the patch size does not divide would silently drop the image's last rows and columns.
+    """
     if not isinstance(model, VisionTransformer):
         raise WeightsError(
             f"{spec.name} is a {type(model).__name__}, not a timm VisionTransformer; "
             f"autopetl's methods need one"
         )
-    model.requires_grad_(False)
+    patch = model.patch_embed.patch_size
+    side = patch[0] if isinstance(patch, tuple) else int(patch)
+    if spec.img_size % side:
+        lower = spec.img_size // side * side
+        raise ConfigError(
+            f"--img-size {spec.img_size} is not a multiple of {spec.name}'s patch size {side}: "
+            f"the last {spec.img_size - lower} pixel rows and columns would be ignored; use "
+            f"{lower or side} or {lower + side}"
+        )
     return model
 
 

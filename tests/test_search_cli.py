@@ -28,6 +28,8 @@ from autopetl.store import open_store
             ["--task", "vtab/dsprites_loc", "--address", "auto"],
             "needs a database every node can reach",
         ),
+        (["--task", "vtab/dsprites_loc", "--weights", "/no/such.safetensors"], "does not exist"),
+        (["--task", "vtab/dsprites_loc", "--img-size", "30"], "not a multiple of"),
     ],
 )
 def test_mistakes_fail_cleanly_and_write_nothing(args, message, capsys, sqlite_url):
@@ -36,6 +38,25 @@ def test_mistakes_fail_cleanly_and_write_nothing(args, message, capsys, sqlite_u
     assert err[-1].startswith("autopetl: error:") and message in err[-1], err
     assert "Traceback" not in "\n".join(err)
     assert open_store(sqlite_url).list_searches() == []
+
+
+def test_a_checkpoint_of_another_backbone_fails_before_ray(tmp_path, capsys, sqlite_url):
+    import torch
+    from safetensors.torch import save_file
+
+    from autopetl.backbones import SMOKE_BACKBONE, BackboneSpec, build_backbone
+
+    # A DINOv2 model (layer scale) of the smoke model's shape, given to the smoke model.
+    dinov2 = BackboneSpec("vit_small_patch14_dinov2", "none", 32, SMOKE_BACKBONE.overrides)
+    state = build_backbone(dinov2, 1000).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "d.safetensors"))
+    args = ["search", "--task", "vtab/dsprites_loc", "--smoke-test", "--db", sqlite_url]
+    assert main([*args, "--weights", str(tmp_path / "d.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "not a checkpoint of vit_tiny_patch16_224" in err[-1] and "ls1.gamma" in err[-1]
+    assert "Traceback" not in "\n".join(err) and "Ray" not in "\n".join(err)
+    assert open_store(sqlite_url).list_searches() == []
+    assert torch.is_tensor(state["blocks.0.ls1.gamma"])
 
 
 def test_malformed_space_file_fails_cleanly(tmp_path, capsys, sqlite_url):

@@ -251,3 +251,34 @@ def test_a_task_list_runs_one_search_per_task(ray_session, tmp_path, sqlite_url,
     assert all(len(store.trials(name)) == 2 for name in searches)
     out = capsys.readouterr().out
     assert "Pareto front of pair-dsprites_loc" in out and "Pareto front of pair-dsprites_ori" in out
+
+
+def test_the_same_error_in_the_first_trials_stops_the_search(ray_session, tmp_path, sqlite_url):
+    # Labels beyond the task's 2 classes: every trial raises the same IndexError, a mistake no
+    # other configuration avoids. The search stops after 3, not after --max-failed (the budget).
+    from autopetl.search.recorder import REPEATED_FAILURES
+
+    data = _toy_task(64)
+    data.train.labels[:] = 7
+    space = _space(
+        "methods: {linear: {}}\ntrain: {lr: {type: float, low: 1.0e-3, high: 1.0e-1}, epochs: 1}"
+    )
+    plan = _plan(tmp_path, "broken", data, space, 10, max_concurrent=1, scheduler="none")
+    outcome = run_search(plan, open_store(sqlite_url))
+    assert outcome.status == "failed" and outcome.counts["failed"] == REPEATED_FAILURES
+    assert outcome.error is not None and "out of bounds" in outcome.error, outcome.error
+    assert "\n" not in outcome.error  # the exception's line, not its traceback
+
+
+def test_a_search_that_finishes_no_trial_exits_non_zero(ray_session, tmp_path, sqlite_url, capsys):
+    from autopetl.cli import main
+
+    space = tmp_path / "nan.yaml"
+    space.write_text("methods: {linear: {}}\ntrain: {optimizer: sgd, lr: 1.0e+38, epochs: 1}\n")
+    args = ["search", "--task", "vtab/dsprites_loc", "--budget", "2", "--smoke-test"]
+    args += ["--space", str(space), "--name", "nan", "--db", sqlite_url]
+    assert main([*args, "--storage", str(tmp_path / "ray")]) == 1
+    out = capsys.readouterr().out
+    assert "search nan failed: 0 completed, 0 pruned" in out, out
+    assert "error of the failed trials: " in out and "loss became" in out, out
+    assert "autopetl serve" not in out and "autopetl evaluate" not in out

@@ -14,6 +14,7 @@ from rich.table import Table
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
 from autopetl.errors import ConfigError
+from autopetl.methods.io import rebuildable_backbone
 from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
 from autopetl.precision import PRECISIONS
 from autopetl.search.cluster import connect
@@ -285,8 +286,14 @@ def run(args: argparse.Namespace) -> int:
                 options={"smoke_test": args.smoke_test, "space_file": str(args.space)},
             )
         )
+    # Every worker builds this backbone; build it once here first, so that a missing weights
+    # file, an unreachable hub or a checkpoint of another model is one line before Ray starts
+    # (and hub weights are downloaded once, into the cache the workers read).
+    with err_console.status(f"checking {spec.name} ({spec.weights}) at {spec.img_size}px"):
+        rebuildable_backbone(spec, tasks[0].num_classes)
     with err_console.status("starting Ray"):
         connect(args.address, database_url=store.url)
+    failed = False
     for plan in plans:
         view = LiveView(plan.name, plan.budget)
         with Live(
@@ -299,19 +306,36 @@ def run(args: argparse.Namespace) -> int:
 
             outcome = run_search(plan, store, on_event)
         _summary(outcome, plan, args)
-    return 0
+        failed = failed or outcome.status != "completed"
+    return 1 if failed else 0
 
 
 def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace) -> None:
     c = outcome.counts
-    console.print(_pareto_table(outcome))
-    console.print(
-        f"search [bold]{outcome.name}[/] {outcome.status}: {c['completed']} completed, {c['pruned']} stopped early ({plan.scheduler}), "
-        f"{c['failed']} failed, in {outcome.wall_time_s:.0f} s ({outcome.runs} Tuner run(s))"
-    )
     db = f" --db '{safe_url(args.db)}'" if args.db else ""
+    if outcome.pareto:
+        console.print(_pareto_table(outcome))
+    console.print(
+        f"search {outcome.name} {outcome.status}: {c['completed']} completed, "
+        f"{c['pruned']} pruned (stopped early by {plan.scheduler}), {c['failed']} failed, "
+        f"in {outcome.wall_time_s:.0f} s ({outcome.runs} Tuner run(s))",
+        markup=False,
+    )
+    if outcome.error:
+        console.print(f"error of the failed trials: {outcome.error}", markup=False)
+    if outcome.status != "completed":
+        console.print(
+            f"see every failed trial's error: autopetl trials --search {outcome.name} "
+            f"--status failed{db}",
+            markup=False,
+        )
+        if not outcome.pareto:
+            return
     console.print("next:")
-    console.print(f"  autopetl trials --search {outcome.name} --pareto{db}")
-    console.print(f"  autopetl dashboard{db}")
-    console.print(f"  autopetl evaluate --search {outcome.name} --pareto --seeds 3{db}")
-    console.print(f"  autopetl serve --search {outcome.name}{db}")
+    for line in (
+        f"autopetl trials --search {outcome.name} --pareto{db}",
+        f"autopetl dashboard{db}",
+        f"autopetl evaluate --search {outcome.name} --pareto --seeds 3{db}",
+        f"autopetl serve --search {outcome.name}{db}",
+    ):
+        console.print(f"  {line}", markup=False)

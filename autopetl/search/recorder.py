@@ -23,6 +23,10 @@ from autopetl.store import Store
 
 log = logging.getLogger(__name__)
 
+# The first trials failing with one error this many times stop the search (a search whose every
+# trial fails should say so in seconds, not after --max-failed trials).
+REPEATED_FAILURES = 3
+
 COST_KEYS = (
     "wall_time_s",
     "images_per_s",
@@ -62,7 +66,28 @@ class StoreRecorder(Callback):
     search_name: str
     on_event: Callable[[TrialEvent], None] | None = None
     failures: int = 0  # trials failed while this recorder watched (read by FailureStopper)
+    finished: int = 0  # trials completed or pruned while it watched
+    # The exceptions of the trials that failed before any finished: the same one
+    # REPEATED_FAILURES times is a mistake every trial will make (a bug, a method the backbone
+    # cannot take). A diverged loss is not one: it is the configuration's (a too-high lr).
+    first_errors: list[str] = field(default_factory=list)
     _attempts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def repeated_error(self) -> str | None:
+        """The one error the first trials all failed with, if REPEATED_FAILURES of them did."""
+        first = self.first_errors[:REPEATED_FAILURES]
+        if len(first) == REPEATED_FAILURES and len(set(first)) == 1:
+            return first[0]
+        return None
+
+    def _count(self, status: str, error: str | None, *, raised: bool) -> None:
+        if status != "failed":
+            self.finished += 1
+            return
+        self.failures += 1
+        if raised and not self.finished:
+            self.first_errors.append(error_line(error))
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles its callbacks into the experiment state; the database connection and the
@@ -132,11 +157,10 @@ class StoreRecorder(Callback):
     ) -> None:
         result = trial.last_result or {}
         if result.get("error"):
-            self.failures += 1
-            self._finish(trial, "failed", result, error=str(result["error"]))
+            self._finish(trial, "failed", result, error=str(result["error"]), raised=False)
             return
         status = "completed" if finished_training(result) else "pruned"
-        self._finish(trial, status, result, error=None)
+        self._finish(trial, status, result, error=None, raised=False)
 
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -155,10 +179,14 @@ class StoreRecorder(Callback):
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        self.failures += 1
-        self._finish(trial, "failed", trial.last_result or {}, error=_error_text(trial))
+        self._finish(
+            trial, "failed", trial.last_result or {}, error=_error_text(trial), raised=True
+        )
 
-    def _finish(self, trial: Trial, status: str, result: dict, error: str | None) -> None:
+    def _finish(
+        self, trial: Trial, status: str, result: dict, error: str | None, *, raised: bool
+    ) -> None:
+        self._count(status, error, raised=raised)
         key = trial_key(trial.config)
         method, _, _ = split_config(trial.config)
         cost = {k: result[k] for k in COST_KEYS if k in result}
@@ -190,7 +218,8 @@ class StoreRecorder(Callback):
 
 
 class FailureStopper(Stopper):
-    """Stop the whole Tuner run once ``limit`` trials have failed (``--max-failed``)."""
+    """Stop the whole Tuner run once ``limit`` trials have failed (``--max-failed``), or once
+    the first trials have all failed with one error (:attr:`StoreRecorder.repeated_error`)."""
 
     def __init__(self, recorder: StoreRecorder, limit: int) -> None:
         self.recorder = recorder
@@ -200,7 +229,7 @@ class FailureStopper(Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.recorder.failures >= self.limit
+        return self.recorder.failures >= self.limit or self.recorder.repeated_error is not None
 
 
 def _config_only(config: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +239,12 @@ def _config_only(config: dict[str, Any]) -> dict[str, Any]:
         for k, v in config.items()
         if k != "trial_number" and not (isinstance(v, float) and math.isnan(v))
     }
+
+
+def error_line(error: str | None) -> str:
+    """The line of a trial's error that says what went wrong: the exception, not the traceback."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
 
 
 def _error_text(trial: Trial) -> str:

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 from autopetl.backbones import BackboneSpec
 from autopetl.errors import ConfigError, SearchConflictError
 from autopetl.pipeline import TaskData
-from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent
+from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent, error_line
 from autopetl.search.schedulers import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_REDUCTION_FACTOR,
@@ -119,6 +119,7 @@ class SearchOutcome:
     pareto: list[TrialRecord]
     wall_time_s: float
     runs: int
+    error: str | None = None  # what the failed trials said, when the search failed
 
 
 def _tune_environment(plan: SearchPlan) -> None:
@@ -350,6 +351,14 @@ def run_search(
         except BaseException:
             store.set_search_status(plan.name, "interrupted")
             raise
+        if recorder.repeated_error is not None:
+            log.warning(
+                "search %s: the first %d trials all failed with %r: stopped",
+                plan.name,
+                len(recorder.first_errors),
+                recorder.repeated_error,
+            )
+            break
 
     counts = _counts(store, plan.name)
     finished = counts["completed"] + counts["pruned"]
@@ -362,7 +371,15 @@ def run_search(
         store.pareto_front(search_name=plan.name),
         time.perf_counter() - start,
         runs,
+        error=None if status == "completed" else _last_error(recorder, store, plan.name),
     )
+
+
+def _last_error(recorder: StoreRecorder, store: Store, name: str) -> str | None:
+    if recorder.first_errors:
+        return recorder.repeated_error or recorder.first_errors[-1]
+    failed = store.trials(name, status="failed")
+    return error_line(failed[-1].error) if failed else None
 
 
 def _storage(path: Path | str) -> str:
