@@ -11,6 +11,7 @@ The weights source is one of:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,19 @@ class BackboneSpec:
             "img_size": self.img_size,
             "overrides": dict(self.overrides),
         }
+
+
+def describe(backbone: Mapping[str, Any]) -> str:
+    """A backbone as people compare them: its name, its weights and its input size.
+
+    Accuracies are comparable only within one of these (one frozen trunk, one input size).
+    """
+    weights = str(backbone.get("weights", "?"))
+    if weights not in ("hub", "none"):
+        weights = Path(weights).name  # the file, not where it lies on one machine
+    elif weights == "none":
+        weights = "random init"
+    return f"{backbone.get('name', '?')} ({weights}, {backbone.get('img_size', '?')} px)"
 
 
 # The backbone of every --smoke-test: a tiny random-init ViT at 32 px that trains in seconds on a

@@ -282,3 +282,34 @@ def test_a_search_that_finishes_no_trial_exits_non_zero(ray_session, tmp_path, s
     assert "search nan failed: 0 completed, 0 pruned" in out, out
     assert "error of the failed trials: " in out and "loss became" in out, out
     assert "autopetl serve" not in out and "autopetl evaluate" not in out
+
+
+def test_a_resumed_search_is_the_same_search_and_continues_to_a_larger_budget(
+    ray_session, tmp_path, sqlite_url, capsys
+):
+    from autopetl.cli import main
+
+    base = ["search", "--task", "vtab/dsprites_loc", "--smoke-test", "--epochs", "1"]
+    base += ["--name", "again", "--db", sqlite_url, "--storage", str(tmp_path / "ray")]
+    assert main([*base, "--budget", "2"]) == 0
+    capsys.readouterr()
+    # The budget is met: said, and nothing runs.
+    assert main([*base, "--budget", "2"]) == 0
+    assert "already has 2 finished trials, so a budget of 2 is met" in capsys.readouterr().out
+    # Options that contradict the stored search are refused, each difference named.
+    assert main([*base, "--budget", "3", "--epochs", "2"]) == 2
+    assert "1 epochs (now 2)" in capsys.readouterr().err
+    assert main([*base, "--budget", "3", "--img-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "backbone vit_tiny_patch16_224 (random init, 32 px) (now vit_tiny_patch16_224 (random init, 64 px))"
+        in err
+    ), err
+    no_smoke = [a for a in base if a != "--smoke-test"]
+    assert main([*no_smoke, "--budget", "3", "--weights", "none"]) == 2
+    assert "exists with backbone" in (err := capsys.readouterr().err) and "--smoke-test" in err
+    # A larger budget continues it.
+    assert main([*base, "--budget", "3"]) == 0
+    store = open_store(sqlite_url)
+    finished = [t for t in store.trials("again") if t.status in ("completed", "pruned")]
+    assert len(finished) == 3

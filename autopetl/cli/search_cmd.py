@@ -11,15 +11,22 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from autopetl.backbones import BackboneSpec
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
-from autopetl.errors import ConfigError
+from autopetl.errors import ConfigError, SearchConflictError
 from autopetl.methods.io import rebuildable_backbone
 from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
 from autopetl.precision import PRECISIONS
 from autopetl.search.cluster import connect
 from autopetl.search.recorder import TrialEvent
-from autopetl.search.runner import SearchOutcome, SearchPlan, run_search
+from autopetl.search.runner import (
+    SearchOutcome,
+    SearchPlan,
+    conflict_message,
+    resume_conflicts,
+    run_search,
+)
 from autopetl.search.schedulers import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_REDUCTION_FACTOR,
@@ -27,9 +34,9 @@ from autopetl.search.schedulers import (
     MIN_INFORMATIVE_BUDGET,
     SCHEDULERS,
 )
-from autopetl.search.space import SAMPLERS, load_space, with_epochs
-from autopetl.store import default_db_path, non_dominated, open_store, safe_url
-from autopetl.tasks import resolve_tasks
+from autopetl.search.space import SAMPLERS, SearchSpace, load_space, with_epochs
+from autopetl.store import Store, default_db_path, non_dominated, open_store, safe_url
+from autopetl.tasks import TaskSpec, resolve_tasks
 
 SMOKE_EPOCHS = 2
 
@@ -134,6 +141,17 @@ class LiveView:
     )
     points: list[tuple[float, float]] = field(default_factory=list)
     recent: list[TrialEvent] = field(default_factory=list)
+
+    @classmethod
+    def resuming(cls, name: str, budget: int, store: Store) -> LiveView:
+        """The view of search ``name``, counting what earlier runs of it finished."""
+        view = cls(name, budget)
+        for trial in store.trials(name) if store.get_search(name) else []:
+            if trial.status in view.counts:
+                view.counts[trial.status] += 1
+            if trial.status == "completed" and trial.val_acc is not None:
+                view.points.append((trial.val_acc, float(trial.tunable_params or 0)))
+        return view
 
     def on_event(self, event: TrialEvent) -> None:
         if event.kind == "started":
@@ -257,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
     for task in tasks:
         base = args.name or f"{task.folder}-{space.name}-{stamp}"
         name = base if len(tasks) == 1 else f"{base}-{task.folder}"
+        if _already_met(store, name, task, space, spec, args):
+            continue
         with err_console.status(f"preparing {task.name} at {spec.img_size}px"):
             data = load_task_data(
                 task,
@@ -286,6 +306,8 @@ def run(args: argparse.Namespace) -> int:
                 options={"smoke_test": args.smoke_test, "space_file": str(args.space)},
             )
         )
+    if not plans:
+        return 0
     # Every worker builds this backbone; build it once here first, so that a missing weights
     # file, an unreachable hub or a checkpoint of another model is one line before Ray starts
     # (and hub weights are downloaded once, into the cache the workers read).
@@ -295,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         connect(args.address, database_url=store.url)
     failed = False
     for plan in plans:
-        view = LiveView(plan.name, plan.budget)
+        view = LiveView.resuming(plan.name, plan.budget, store)
         with Live(
             view.render(), console=err_console, refresh_per_second=4, transient=False
         ) as live:
@@ -308,6 +330,35 @@ def run(args: argparse.Namespace) -> int:
         _summary(outcome, plan, args)
         failed = failed or outcome.status != "completed"
     return 1 if failed else 0
+
+
+def _already_met(
+    store: Store,
+    name: str,
+    task: TaskSpec,
+    space: SearchSpace,
+    spec: BackboneSpec,
+    args: argparse.Namespace,
+) -> bool:
+    """Check a search being resumed before its data load or Ray: the same search, budget left."""
+    existing = store.get_search(name)
+    if existing is None:
+        return False
+    conflicts = resume_conflicts(
+        existing, task=task.name, space=space, backbone=spec, smoke_test=args.smoke_test
+    )
+    if conflicts:
+        raise SearchConflictError(conflict_message(name, conflicts))
+    finished = sum(existing.trial_counts.get(s, 0) for s in ("completed", "pruned"))
+    if finished < args.budget:
+        return False
+    console.print(
+        f"search {name} already has {finished} finished trials, so a budget of "
+        f"{args.budget} is met: nothing to run (a larger --budget continues it)",
+        markup=False,
+    )
+    console.print(f"  autopetl trials --search {name} --pareto", markup=False)
+    return True
 
 
 def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace) -> None:

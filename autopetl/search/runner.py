@@ -26,8 +26,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from autopetl.backbones import BackboneSpec
-from autopetl.errors import ConfigError, SearchConflictError
+from autopetl.backbones import BackboneSpec, describe
+from autopetl.errors import AutopetlError, ConfigError, SearchConflictError
 from autopetl.pipeline import TaskData
 from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent, error_line
 from autopetl.search.schedulers import (
@@ -38,10 +38,10 @@ from autopetl.search.schedulers import (
     make_scheduler,
 )
 from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
-from autopetl.search.space import SearchSpace, max_epochs
+from autopetl.search.space import SearchSpace, max_epochs, parse_space
 from autopetl.search.study_storage import DriverStudyStorage
 from autopetl.search.trainable import TrialSetup, run_trial
-from autopetl.store import Store, TrialRecord
+from autopetl.store import SearchRecord, Store, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -224,19 +224,65 @@ def _canonical(space: dict[str, Any]) -> str:
     return json.dumps(space, sort_keys=True, default=str)
 
 
+def resume_conflicts(
+    existing: SearchRecord,
+    *,
+    task: str,
+    space: SearchSpace,
+    backbone: BackboneSpec,
+    smoke_test: bool,
+) -> list[str]:
+    """What a run asks for that the stored search ``existing`` was not run with.
+
+    A search resumes only as the search it was: its trials are comparable (and its Optuna study
+    meaningful) only for one task, space, backbone and input size.
+    """
+    found = []
+    if existing.task != task:
+        found.append(f"task {existing.task} (now {task})")
+    if existing.space_name != space.name:
+        found.append(f"space {existing.space_name!r} (now {space.name!r})")
+    elif _canonical(existing.space) != _canonical(space.source):
+        before, now = _stored_epochs(existing), max_epochs(space)
+        found.append(
+            f"{before} epochs (now {now})"
+            if before != now
+            else f"another version of space {space.name!r}"
+        )
+    if existing.backbone != backbone.to_dict():
+        found.append(f"backbone {describe(existing.backbone)} (now {describe(backbone.to_dict())})")
+    if bool(existing.options.get("smoke_test")) != smoke_test:
+        found.append("--smoke-test" if smoke_test is False else "no --smoke-test")
+    return found
+
+
+def conflict_message(name: str, conflicts: list[str]) -> str:
+    return (
+        f"search {name!r} exists with {'; '.join(conflicts)}: give its options again to "
+        f"continue it, or choose another --name"
+    )
+
+
+def _stored_epochs(search: SearchRecord) -> int | None:
+    try:
+        return max_epochs(parse_space(search.space, name=search.space_name, where=search.name))
+    except AutopetlError:  # a space an older autopetl wrote
+        return None
+
+
 def open_search(store: Store, plan: SearchPlan) -> None:
     """Create the search record, or check that an existing one is the same search."""
     existing = store.get_search(plan.name)
     if existing is not None:
-        if existing.task != plan.data.task.name or existing.space_name != plan.space.name:
-            raise SearchConflictError(
-                f"search {plan.name!r} exists for {existing.task} with space {existing.space_name!r}; "
-                f"choose another --name to start a new search"
-            )
-        if _canonical(existing.space) != _canonical(plan.space.source):
-            raise SearchConflictError(
-                f"search {plan.name!r} was started with a different version of space {plan.space.name!r}; choose another --name"
-            )
+        conflicts = resume_conflicts(
+            existing,
+            task=plan.data.task.name,
+            space=plan.space,
+            backbone=plan.backbone,
+            smoke_test=bool(plan.options.get("smoke_test")),
+        )
+        if conflicts:
+            raise SearchConflictError(conflict_message(plan.name, conflicts))
     store.upsert_search(
         plan.name,
         plan.data.task.name,
