@@ -263,7 +263,7 @@ def published_citations() -> dict[str, str]:
 
 # -- the report -----------------------------------------------------------------------------------
 def build_report(
-    store: Store,
+    store: Store | None,
     tasks: Sequence[TaskSpec] | None = None,
     *,
     published: bool = False,
@@ -271,10 +271,12 @@ def build_report(
 ) -> Report:
     """The table for ``tasks`` (None: every task we evaluated), with the papers' rows if asked.
 
+    ``store`` None: no database yet, so the papers' rows alone.
+
     Raises:
         ReportError: Nothing to show (no evaluations, and no published rows asked for).
     """
-    ours = our_rows(evaluated_configurations(store), tasks, max_params=max_params)
+    ours = our_rows(evaluated_configurations(store), tasks, max_params=max_params) if store else []
     if tasks is None:
         present = {folder for row in ours for folder in row.cells}
         shown = [t for t in TASKS.values() if t.folder in present]
@@ -286,7 +288,7 @@ def build_report(
     if not ours and not published:
         where = "" if tasks is None else " for " + ", ".join(t.name for t in shown)
         raise ReportError(
-            f"no evaluations in {store.url}{where}; run `autopetl evaluate --search NAME --pareto` "
+            f"no evaluations in {store.url if store else 'the database'}{where}; run `autopetl evaluate --search NAME --pareto` "
             f"first (or pass --published for the papers' rows alone)"
         )
     rows = ours + (published_rows() if published else [])

@@ -139,6 +139,7 @@ def test_evaluate_pareto_three_seeds_then_report(search_db, tmp_path, capsys):
 
 
 def test_missing_search_is_a_clear_error(sqlite_url, capsys):
+    open_store(sqlite_url).close()  # an existing, empty database
     assert main(["evaluate", "--search", "ghost", "--db", sqlite_url]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["autopetl: error: no search named 'ghost'; `autopetl searches` lists them"]

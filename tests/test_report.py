@@ -132,6 +132,7 @@ def test_report_cli(sqlite_url, capsys):
 
 
 def test_nothing_to_report_is_a_clear_error(sqlite_url, capsys):
+    open_store(sqlite_url).close()  # an existing, empty database
     assert main(["report", "--db", sqlite_url]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no evaluations in" in err[0] and "autopetl evaluate" in err[0]

@@ -108,6 +108,9 @@ def test_default_database_and_name(capsys, monkeypatch, tmp_path: Path) -> None:
 
 def test_db_current_and_upgrade(tmp_path: Path, capsys) -> None:
     db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["db", "current", "--db", db]) == 2  # reading creates no database
+    assert "no autopetl database at" in capsys.readouterr().err
+    (tmp_path / "x.db").touch()  # an empty SQLite file: no tables yet
     assert main(["db", "current", "--db", db]) == 0
     assert "none (no autopetl tables yet)" in capsys.readouterr().out
     assert main(["db", "upgrade", "--db", db]) == 0
@@ -141,5 +144,27 @@ def test_a_database_from_a_newer_autopetl_is_one_clear_line(tmp_path: Path, caps
 
 
 def test_an_unknown_search_is_one_clear_line(tmp_path: Path, capsys) -> None:
-    assert main(["trials", "--search", "nope", "--db", f"sqlite:///{tmp_path / 'e.db'}"]) == 2
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    open_store(db).close()
+    assert main(["trials", "--search", "nope", "--db", db]) == 2
     assert "no search named 'nope'" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["searches"],
+        ["trials", "--search", "s"],
+        ["export", "--search", "s"],
+        ["db", "current"],
+        ["report"],
+        ["evaluate", "--search", "s"],
+        ["serve", "--search", "s"],
+    ],
+)
+def test_reading_commands_never_create_a_database(command, tmp_path: Path, capsys) -> None:
+    typo = tmp_path / "runs.db"  # a path, where a URL or an existing file was meant
+    assert main([*command, "--db", str(typo)]) == 2
+    err = _one_error_line(capsys)
+    assert f"no autopetl database at {typo}" in err
+    assert not typo.exists()

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     selection = "trial" if args.trial is not None else "best" if args.best else "pareto"
-    with open_store(args.db) as store:
+    with open_store(args.db, create=False) as store:
         # Every check (search, trials, options) before Ray starts or anything is written.
         trials = select_configurations(store, args.search, selection, args.trial)
         task = store.get_search(args.search).task  # type: ignore[union-attr]

@@ -112,7 +112,7 @@ def _table(report: Report) -> tuple[Table, int]:
 def run(args: argparse.Namespace) -> int:
     from autopetl.errors import ConfigError
     from autopetl.report import build_report, to_csv, to_markdown
-    from autopetl.store import open_store
+    from autopetl.store import database_exists, open_store
     from autopetl.tasks import TaskSpec, resolve_tasks
 
     tasks: list[TaskSpec] | None = None
@@ -129,8 +129,13 @@ def run(args: argparse.Namespace) -> int:
         tasks = resolve_tasks(args.task)
     if args.output is not None and args.format == "table":
         raise ConfigError("--output needs --format md or csv")
-    with open_store(args.db) as store:
-        report = build_report(store, tasks, published=args.published, max_params=args.max_params)
+    if args.published and not database_exists(args.db):
+        report = build_report(None, tasks, published=True, max_params=args.max_params)
+    else:
+        with open_store(args.db, create=False) as store:
+            report = build_report(
+                store, tasks, published=args.published, max_params=args.max_params
+            )
     if args.format == "table":
         from rich.console import Console
 

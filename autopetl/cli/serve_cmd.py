@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from autopetl.store import open_store
 
     _check(args)
-    with open_store(args.db) as store:
+    with open_store(args.db, create=False) as store:
         if args.task:
             tasks = for_tasks(store, args.task, args.max_params)
         elif args.search:

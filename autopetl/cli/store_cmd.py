@@ -130,7 +130,7 @@ def _flat(config: dict[str, Any], prefix: str = "") -> str:
 def run_searches(args: argparse.Namespace) -> int:
     from autopetl.store import open_store
 
-    with open_store(args.db) as store:
+    with open_store(args.db, create=False) as store:
         searches = store.list_searches()
         url = store.url
     if not searches:
@@ -158,7 +158,7 @@ def run_searches(args: argparse.Namespace) -> int:
 def run_trials(args: argparse.Namespace) -> int:
     from autopetl.store import open_store
 
-    with open_store(args.db) as store:
+    with open_store(args.db, create=False) as store:
         if args.pareto:
             trials = store.pareto_front(args.search)
             title = f"Pareto front of {args.search} (completed trials)"
@@ -218,7 +218,7 @@ def export_text(trials: list[TrialRecord], fmt: str) -> str:
 def run_export(args: argparse.Namespace) -> int:
     from autopetl.store import open_store
 
-    with open_store(args.db) as store:
+    with open_store(args.db, create=False) as store:
         trials = store.trials(args.search)
     text = export_text(trials, args.format)
     write_text(text, args.output)
@@ -230,7 +230,9 @@ def run_export(args: argparse.Namespace) -> int:
 def run_db(args: argparse.Namespace) -> int:
     from autopetl.store import open_store
 
-    with open_store(args.db, upgrade=args.action == "upgrade") as store:
+    with open_store(
+        args.db, upgrade=args.action == "upgrade", create=args.action == "upgrade"
+    ) as store:
         state = store.schema_state()
         url = store.url
     current = state.current or "none (no autopetl tables yet)"

@@ -17,7 +17,7 @@ from autopetl.store.records import (
     SearchRecord,
     TrialRecord,
 )
-from autopetl.store.store import Store, open_store, optuna_storage
+from autopetl.store.store import Store, database_exists, open_store, optuna_storage
 
 __all__ = [
     "ArtifactRecord",
@@ -28,6 +28,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TrialRecord",
+    "database_exists",
     "default_db_path",
     "hypervolume",
     "non_dominated",

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, event, func, select, update
+from sqlalchemy import URL, Connection, Engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -332,16 +333,31 @@ class Store(StoreReads):
             conn.execute(stmt.on_conflict_do_update(index_elements=["trial_id", "kind"], set_=set_))
 
 
-def open_store(url: str | None = None, *, upgrade: bool = True) -> Store:
+def database_exists(url: str | URL | None = None) -> bool:
+    """False only for a SQLite file that is not there (a server's database is assumed to be)."""
+    resolved = resolve_url(url)
+    return resolved.get_backend_name() != "sqlite" or Path(resolved.database or "").is_file()
+
+
+def open_store(url: str | None = None, *, upgrade: bool = True, create: bool = True) -> Store:
     """Open (and create or upgrade, unless ``upgrade=False``) the database at ``url``.
 
     ``url`` defaults to ``AUTOPETL_DB``, then the default SQLite file (see
-    :func:`autopetl.store.default_db_path`).
+    :func:`autopetl.store.default_db_path`). Commands that only read pass ``create=False``: a
+    SQLite file that does not exist is then an error, not a new, empty database (a typo in
+    ``--db`` would otherwise list nothing, and leave a stray file behind).
 
     Raises:
-        StoreError: A bad URL, an unreachable server, or a database from a newer autopetl.
+        StoreError: A bad URL, an unreachable server, a database from a newer autopetl, or (with
+            ``create=False``) no SQLite file at the path.
     """
     resolved = resolve_url(url)
+    if not create and not database_exists(resolved):
+        raise StoreError(
+            f"no autopetl database at {resolved.database}: `autopetl search` and `autopetl "
+            "train` create one; pass --db with the path or URL of an existing one (or set "
+            "AUTOPETL_DB)"
+        )
     engine = make_engine(resolved)
     try:
         if upgrade:
