@@ -9,7 +9,6 @@ from safetensors.torch import save_file
 from autopetl.backbones import SMOKE_BACKBONE, BackboneSpec, build_backbone
 from autopetl.errors import ConfigError, WeightsError
 
-
 _SHAPE = {"depth": 3, "embed_dim": 64, "num_heads": 2}
 
 
