@@ -14,13 +14,15 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import timm
-import torch
-from timm.models.vision_transformer import VisionTransformer
+from typing import TYPE_CHECKING, Any
 
 from autopetl.errors import ConfigError, WeightsError
+
+# timm and torch are imported where a model is built: a BackboneSpec (what the command line
+# parses) needs neither, and importing them costs seconds.
+if TYPE_CHECKING:
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
     Raises:
         WeightsError: The weights file is missing or does not fit, or the hub cannot be reached.
     """
+    import timm
+
     if spec.name.split(".")[0] not in timm.list_models():
         raise WeightsError(
             f"unknown backbone {spec.name!r}; pick a timm ViT such as {DEFAULT_BACKBONE} "
@@ -172,6 +176,8 @@ def _checked(model: torch.nn.Module, spec: BackboneSpec) -> VisionTransformer:
 
     A side the patch size does not divide would silently drop the image's last rows and columns.
     """
+    from timm.models.vision_transformer import VisionTransformer
+
     if not isinstance(model, VisionTransformer):
         raise WeightsError(
             f"{spec.name} is a {type(model).__name__}, not a timm VisionTransformer; "
@@ -205,6 +211,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _from_hub(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     import huggingface_hub.constants as hub_constants
+    import timm
 
     offline = hub_constants.HF_HUB_OFFLINE
     if not offline and not _hub_reachable():

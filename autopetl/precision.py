@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+# torch is imported inside the functions: the command line offers PRECISIONS without it.
+if TYPE_CHECKING:
+    import torch
 
 Resolved = Literal["fp32", "bf16"]
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -28,6 +30,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def cpu_has_bf16_units() -> bool:
     """True when this CPU computes bf16 dot products natively (AVX512-BF16 or AMX tiles)."""
+    import torch
+
     # torch exposes these only as private helpers; a torch without them means "don't know", so fp32.
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         check = getattr(torch.cpu, probe, None)
@@ -41,6 +45,8 @@ def cpu_has_bf16_units() -> bool:
 
 def resolve_precision(device: torch.device, precision: str) -> Resolved:
     """``fp32`` or ``bf16`` for a run on ``device``; ``auto`` picks bf16 where the hardware has it."""
+    import torch
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
@@ -54,6 +60,8 @@ def resolve_precision(device: torch.device, precision: str) -> Resolved:
 
 def autocast(device: torch.device, resolved: Resolved) -> contextlib.AbstractContextManager:
     """bf16 autocast on ``device`` for ``bf16``; nothing for ``fp32``."""
+    import torch
+
     if resolved == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

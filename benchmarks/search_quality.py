@@ -34,6 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from autopetl.search.defaults import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_REDUCTION_FACTOR,
+    DEFAULT_SCHEDULER,
+)
 from autopetl.search.replay import (
     CurveTable,
     ReplayResult,
@@ -42,11 +47,6 @@ from autopetl.search.replay import (
     load_tables,
     reference_point,
     replay,
-)
-from autopetl.search.schedulers import (
-    DEFAULT_GRACE_PERIOD,
-    DEFAULT_REDUCTION_FACTOR,
-    DEFAULT_SCHEDULER,
 )
 from autopetl.store import hypervolume
 

@@ -19,7 +19,6 @@ import autopetl
 from autopetl.cli._console import err_console
 from autopetl.cli.store_cmd import add_db_option
 from autopetl.errors import ConfigError
-from autopetl.store import resolve_url, safe_url
 
 DEFAULT_PORT = 8501
 DEFAULT_HOST = "127.0.0.1"
@@ -101,6 +100,8 @@ def _check_port(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("streamlit") is None:
         raise ConfigError("the dashboard needs streamlit: pip install 'streamlit>=1.40'")
+    from autopetl.store import resolve_url, safe_url
+
     url = resolve_url(args.db)  # a bad URL fails here, in one line, not in the browser
     _check_port(args.host, args.port)
     app = app_path()

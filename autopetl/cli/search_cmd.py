@@ -6,37 +6,34 @@ import argparse
 import time
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from autopetl.backbones import BackboneSpec
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
 from autopetl.errors import ConfigError, SearchConflictError
-from autopetl.methods.io import rebuildable_backbone
-from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
 from autopetl.precision import PRECISIONS
-from autopetl.search.cluster import connect
-from autopetl.search.recorder import TrialEvent
-from autopetl.search.runner import (
-    SearchOutcome,
-    SearchPlan,
-    conflict_message,
-    resume_conflicts,
-    run_search,
-)
-from autopetl.search.schedulers import (
+from autopetl.search.defaults import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_REDUCTION_FACTOR,
     DEFAULT_SCHEDULER,
     MIN_INFORMATIVE_BUDGET,
+    SAMPLERS,
     SCHEDULERS,
 )
-from autopetl.search.space import SAMPLERS, SearchSpace, load_space, with_epochs
-from autopetl.store import Store, default_db_path, non_dominated, open_store, safe_url
-from autopetl.tasks import TaskSpec, resolve_tasks
+
+# Torch, Ray, Optuna and the store are imported by the functions that use them, so that
+# `autopetl search --help` and argument errors answer at once.
+if TYPE_CHECKING:
+    from autopetl.backbones import BackboneSpec
+    from autopetl.search.recorder import TrialEvent
+    from autopetl.search.runner import SearchOutcome, SearchPlan
+    from autopetl.search.space import SearchSpace
+    from autopetl.store import Store
+    from autopetl.tasks import TaskSpec
 
 SMOKE_EPOCHS = 2
 
@@ -170,6 +167,8 @@ class LiveView:
     def render(self) -> Group:
         done = self.counts["completed"] + self.counts["pruned"]
         best = max((a for a, _ in self.points), default=None)
+        from autopetl.store import non_dominated
+
         front = non_dominated(self.points, self.points)
         summary = Table.grid(padding=(0, 2))
         summary.add_row(
@@ -233,6 +232,14 @@ def _fmt(value: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autopetl.methods.io import rebuildable_backbone
+    from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
+    from autopetl.search.cluster import connect
+    from autopetl.search.runner import SearchPlan, run_search
+    from autopetl.search.space import load_space, with_epochs
+    from autopetl.store import default_db_path, open_store
+    from autopetl.tasks import resolve_tasks
+
     tasks = resolve_tasks(args.task)
     space = load_space(args.space)
     epochs = args.epochs if args.epochs is not None else (SMOKE_EPOCHS if args.smoke_test else None)
@@ -341,6 +348,8 @@ def _already_met(
     args: argparse.Namespace,
 ) -> bool:
     """Check a search being resumed before its data load or Ray: the same search, budget left."""
+    from autopetl.search.runner import conflict_message, resume_conflicts
+
     existing = store.get_search(name)
     if existing is None:
         return False
@@ -362,6 +371,8 @@ def _already_met(
 
 
 def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace) -> None:
+    from autopetl.store import safe_url
+
     c = outcome.counts
     db = f" --db '{safe_url(args.db)}'" if args.db else ""
     if outcome.pareto:

@@ -8,8 +8,7 @@ from rich.table import Table
 
 from autopetl.cli._console import console
 from autopetl.cli._options import add_data_options
-from autopetl.tasks import TASKS, data_source, is_available
-from autopetl.tasks.data import default_data_root
+from autopetl.tasks import TASKS, data_source, default_data_root, is_available
 
 
 def register(sub: argparse._SubParsersAction) -> None:

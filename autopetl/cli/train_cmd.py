@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autopetl.backbones import build_backbone
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import (
     add_backbone_options,
@@ -18,18 +18,24 @@ from autopetl.cli._options import (
     parse_set_options,
 )
 from autopetl.cli.store_cmd import TrainRecorder, add_db_option
-from autopetl.methods import METHODS, build_method
-from autopetl.methods.io import save_tunable
-from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
 from autopetl.precision import PRECISIONS
 from autopetl.tasks import get_task
-from autopetl.training import EpochMetrics, TrainConfig
+
+# The methods, the training loop and timm are imported by run(), so that `autopetl train --help`
+# and argument errors answer at once.
+if TYPE_CHECKING:
+    from autopetl.training import EpochMetrics
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train one PETL configuration on a task")
     parser.add_argument("--task", required=True, help="e.g. vtab/dsprites_loc")
-    parser.add_argument("--method", default="vpt", help=f"one of {', '.join(sorted(METHODS))}")
+    parser.add_argument(
+        "--method",
+        default="vpt",
+        help="a PETL method: vpt (default), dvpt, lora, adapter, linear, full, bias, ...; "
+        "an unknown name lists them all",
+    )
     parser.add_argument(
         "--set",
         dest="set_options",
@@ -73,7 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    task = get_task(args.task)
+    task = get_task(args.task)  # an unknown task: one line, before torch loads
+    from autopetl.backbones import build_backbone
+    from autopetl.methods import build_method
+    from autopetl.methods.io import save_tunable
+    from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
+    from autopetl.training import TrainConfig
+
     method = build_method(args.method, parse_set_options(args.set_options))
     spec = backbone_spec(args)
     epochs = args.epochs if args.epochs is not None else (2 if args.smoke_test else 10)

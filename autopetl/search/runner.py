@@ -29,14 +29,14 @@ from optuna.trial import TrialState
 from autopetl.backbones import BackboneSpec, describe
 from autopetl.errors import AutopetlError, ConfigError, SearchConflictError
 from autopetl.pipeline import TaskData
-from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent, error_line
-from autopetl.search.schedulers import (
+from autopetl.search.defaults import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_REDUCTION_FACTOR,
     DEFAULT_SCHEDULER,
     SCHEDULERS,
-    make_scheduler,
 )
+from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent, error_line
+from autopetl.search.schedulers import make_scheduler
 from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, max_epochs, parse_space
 from autopetl.search.study_storage import DriverStudyStorage

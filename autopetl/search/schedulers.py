@@ -22,17 +22,7 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from autopetl.errors import ConfigError
-
-SCHEDULERS = ("mo-asha", "asha", "none")
-# Chosen from benchmarks/search_quality.py on recorded learning curves (docs/SEARCH.md): MO-ASHA
-# beat ASHA with every sampler (area under the hypervolume-compute curve +0.03 to +0.06), and a
-# grace period of 3 epochs gave TPE with MO-ASHA its best final front (0.985 of the true one).
-DEFAULT_SCHEDULER = "mo-asha"
-DEFAULT_GRACE_PERIOD = 3
-DEFAULT_REDUCTION_FACTOR = 3
-# The default strategy's front held 90% of the true front's hypervolume after 15.6 finished
-# trials on average over 20 seeds (same benchmark): below this budget a search says little.
-MIN_INFORMATIVE_BUDGET = 16
+from autopetl.search.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_REDUCTION_FACTOR, SCHEDULERS
 
 
 def nondominated_order(points: Sequence[Sequence[float]]) -> list[int]:

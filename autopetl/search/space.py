@@ -32,10 +32,10 @@ import yaml
 
 from autopetl.errors import AutopetlError, ConfigError
 from autopetl.methods import METHODS, get_method
+from autopetl.search.defaults import SAMPLERS
 from autopetl.training import TrainConfig
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
 # Training hyper-parameters a space may set (TrainConfig fields that make sense to search).
 TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup_epochs")
 # A method's own training parameters are named <method>.train.<key> (split_config).

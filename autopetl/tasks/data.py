@@ -22,8 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from autopetl.errors import DataUnavailableError
 from autopetl.tasks import dsprites
-from autopetl.tasks.folder import iter_images, read_split_list, split_file
+from autopetl.tasks.folder import iter_images, read_split_list
 from autopetl.tasks.registry import TaskSpec
+from autopetl.tasks.sources import default_data_root, split_file
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "autopetl"
 
 
-def default_data_root() -> Path | None:
-    """``$AUTOPETL_DATA``: the root of the VTAB-1k folders, if set."""
-    env = os.environ.get("AUTOPETL_DATA")
-    return Path(env) if env else None
-
-
 @dataclass
 class SplitData:
     """One split in memory: uint8 images [N, 3, H, W] and int64 labels [N]."""
@@ -56,19 +51,6 @@ class SplitData:
 
     def subset(self, n: int) -> SplitData:
         return SplitData(self.images[:n], self.labels[:n])
-
-
-def is_available(task: TaskSpec, data_root: Path | None) -> bool:
-    """Whether a task's data can be had: generated, or its folder is under the data root."""
-    if task.procedural:
-        return True
-    return data_root is not None and split_file(data_root, task.folder, "train800").is_file()
-
-
-def data_source(task: TaskSpec, data_root: Path | None) -> str:
-    if task.procedural:
-        return "generated (procedural dSprites)"
-    return str(data_root / task.folder) if data_root else "VTAB-1k folder under --data-root"
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

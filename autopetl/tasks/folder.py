@@ -13,10 +13,7 @@ import numpy as np
 from PIL import Image
 
 from autopetl.errors import DataUnavailableError
-
-
-def split_file(root: Path, folder: str, split: str) -> Path:
-    return root / folder / f"{split}.txt"
+from autopetl.tasks.sources import split_file
 
 
 def read_split_list(root: Path, folder: str, split: str) -> list[tuple[Path, int]]:

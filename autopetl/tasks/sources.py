@@ -1,0 +1,34 @@
+"""Where each task's data comes from, and whether it is here: paths only, no image is read.
+
+``autopetl tasks`` answers from this module alone, without torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from autopetl.tasks.registry import TaskSpec
+
+
+def default_data_root() -> Path | None:
+    """``$AUTOPETL_DATA``: the root of the VTAB-1k folders, if set."""
+    env = os.environ.get("AUTOPETL_DATA")
+    return Path(env) if env else None
+
+
+def split_file(root: Path, folder: str, split: str) -> Path:
+    return root / folder / f"{split}.txt"
+
+
+def is_available(task: TaskSpec, data_root: Path | None) -> bool:
+    """Whether a task's data can be had: generated, or its folder is under the data root."""
+    if task.procedural:
+        return True
+    return data_root is not None and split_file(data_root, task.folder, "train800").is_file()
+
+
+def data_source(task: TaskSpec, data_root: Path | None) -> str:
+    if task.procedural:
+        return "generated (procedural dSprites)"
+    return str(data_root / task.folder) if data_root else "VTAB-1k folder under --data-root"
