@@ -33,3 +33,9 @@ class SearchConflictError(AutopetlError):
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite: the configuration failed (a search records it and goes on)."""
+
+
+def error_line(error: str | None) -> str:
+    """The line of a trial's error that says what went wrong: the exception, not the traceback."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"

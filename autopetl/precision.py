@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 Resolved = Literal["fp32", "bf16"]
 PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_HELP = (
+    "auto (default): bf16 autocast where the hardware computes bf16 (CUDA GPUs, CPUs with "
+    "AVX512-BF16 or AMX), fp32 elsewhere"
+)
 
 
 def cpu_has_bf16_units() -> bool:

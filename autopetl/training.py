@@ -111,6 +111,9 @@ class TrainResult:
     precision: str
     epochs: list[EpochMetrics] = field(default_factory=list)
     cached_features: bool = False  # the frozen backbone ran once, not every epoch
+    # Seconds that one backbone pass over the train and val images took (head-only runs; 0 when
+    # the features came from this process's cache). Included in wall_time_s, not in images_per_s.
+    feature_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -346,6 +349,7 @@ def _train(
 
     images, labels = train_data.images.to(device), train_data.labels.to(device)
     head = _cacheable_head(model) if config.cache_features else None
+    feature_seconds = 0.0
     if head is not None:
         # The frozen part's output never changes: pay for the backbone once, not every epoch
         # (and, with a feature cache, once per process for the same backbone and images).
@@ -360,8 +364,10 @@ def _train(
                 return compute()
             return feature_cache.features(model.backbone, split, settings, compute)
 
+        t_features = time.perf_counter()
         train_features = features_of(train_data.images)
         val_features = None if val_data is None else features_of(val_data.images)
+        feature_seconds = time.perf_counter() - t_features
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         if head is not None:
@@ -374,7 +380,7 @@ def _train(
         _load_state(model, optimizer, scheduler, generator, resume)
         history = [EpochMetrics(**m) for m in resume["history"]]
         train_seconds, seen, step = resume["train_seconds"], resume["seen"], resume["step"]
-    start = time.perf_counter() - (resume["wall_time_s"] if resume is not None else 0.0)
+    start = time.perf_counter() - (resume["wall_time_s"] if resume is not None else feature_seconds)
     for epoch in range(len(history) + 1, config.epochs + 1):
         model.train()
         t0 = time.perf_counter()
@@ -450,4 +456,5 @@ def _train(
         precision=precision,
         epochs=history,
         cached_features=head is not None,
+        feature_seconds=feature_seconds,
     )

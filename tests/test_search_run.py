@@ -292,7 +292,11 @@ def test_a_resumed_search_is_the_same_search_and_continues_to_a_larger_budget(
     base = ["search", "--task", "vtab/dsprites_loc", "--smoke-test", "--epochs", "1"]
     base += ["--name", "again", "--db", sqlite_url, "--storage", str(tmp_path / "ray")]
     assert main([*base, "--budget", "2"]) == 0
-    capsys.readouterr()
+    # Outside a terminal (here: captured) one line per finished trial, none wrapped or cut.
+    lines = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("again: trial")
+    ]
+    assert len(lines) == 2 and lines[-1].endswith(" s") and "finished 2/2" in lines[-1], lines
     # The budget is met: said, and nothing runs.
     assert main([*base, "--budget", "2"]) == 0
     assert "already has 2 finished trials, so a budget of 2 is met" in capsys.readouterr().out

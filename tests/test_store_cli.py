@@ -28,7 +28,13 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def test_train_is_recorded_then_listed_and_exported(tmp_path: Path, capsys) -> None:
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     assert main([*SMOKE, "--db", db, "--name", "smoke-run"]) == 0
-    assert "recorded as search smoke-run" in capsys.readouterr().err
+    # Outside a terminal: a line per epoch, and what the cached backbone pass cost.
+    captured = capsys.readouterr()
+    assert "linear on vtab/dsprites_loc: epoch 2/2 loss" in captured.err
+    assert (
+        "for the head alone" in captured.out and "the frozen backbone ran once over" in captured.out
+    )
+    assert "recorded as search smoke-run" in captured.err
 
     with open_store(db) as store:
         search = store.get_search("smoke-run")
@@ -82,7 +88,7 @@ def test_a_failed_run_is_recorded_then_reraised(tmp_path: Path, monkeypatch) -> 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("autopetl.cli.train_cmd.train_one", boom)
+    monkeypatch.setattr("autopetl.pipeline.train_one", boom)  # train imports it on run
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     with pytest.raises(RuntimeError, match="boom"):
         main([*SMOKE, "--db", db, "--name", "broken"])
@@ -168,3 +174,33 @@ def test_reading_commands_never_create_a_database(command, tmp_path: Path, capsy
     err = _one_error_line(capsys)
     assert f"no autopetl database at {typo}" in err
     assert not typo.exists()
+
+
+def test_searches_show_the_backbone_and_list_train_runs_apart(tmp_path: Path, capsys) -> None:
+    from autopetl.backbones import SMOKE_BACKBONE
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert main([*SMOKE, "--epochs", "1", "--db", db, "--name", "run-32"]) == 0
+    with open_store(db) as store:  # a search on another input size
+        other = {**SMOKE_BACKBONE.to_dict(), "img_size": 64}
+        store.upsert_search("s-64", "vtab/dsprites_loc", "default", {}, other, options={})
+        store.upsert_trial("s-64", "0", number=0, method="lora", status="completed",
+                           val_acc=0.5, tunable_params=10, config={"method": "lora", "lr": 0.0091453})  # fmt: skip
+    capsys.readouterr()
+    assert main(["searches", "--db", db]) == 0
+    out = capsys.readouterr().out
+    searches, runs = out.split("one-off train runs")
+    assert "s-64" in searches and "vit_tiny_patch16_224 (random init, 64 px)" in searches
+    assert "run-32" in runs and "run-32" not in searches and "(random init, 32 px)" in runs
+    assert main(["searches", "--format", "json", "--db", db]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["run-32"]["kind"] == "train" and rows["s-64"]["kind"] == "search"
+    assert rows["s-64"]["backbone"] == "vit_tiny_patch16_224 (random init, 64 px)"
+    assert main(["searches", "--format", "csv", "--db", db]) == 0
+    assert len(list(csv.DictReader(io.StringIO(capsys.readouterr().out)))) == 2
+    # Trials: the backbone in the title, rounded numbers, and machine formats.
+    assert main(["trials", "--search", "s-64", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "(random init, 64 px)" in out and "lr=0.00915" in out and "0.0091453" not in out
+    assert main(["trials", "--search", "s-64", "--format", "json", "--db", db]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["config"]["lr"] == 0.0091453

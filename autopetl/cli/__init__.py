@@ -40,14 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
+    from autopetl.cli._console import err_console, interactive
 
-    from autopetl.cli._console import err_console
+    if interactive():
+        from rich.logging import RichHandler
 
+        handler: logging.Handler = RichHandler(
+            console=err_console, show_time=False, show_path=False
+        )
+        fmt = "%(message)s"
+    else:  # a log file: plain lines with their level, never padded or wrapped
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(levelname)s %(name)s: %(message)s"
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
+        level=logging.DEBUG if verbose else logging.WARNING, format=fmt, handlers=[handler]
     )
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import add_data_options
 from autopetl.cli.store_cmd import add_db_option
-from autopetl.precision import PRECISIONS
+from autopetl.precision import PRECISION_HELP, PRECISIONS
 
 if TYPE_CHECKING:
     from autopetl.evaluation import ConfigurationResult, EvaluationRun
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="fractions share a GPU; runs fall back to the CPU without CUDA",
     )
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument(
         "--test-size",
         type=int,

@@ -12,10 +12,10 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from autopetl.cli._console import console, err_console
+from autopetl.cli._console import console, err_console, interactive
 from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
-from autopetl.errors import ConfigError, SearchConflictError
-from autopetl.precision import PRECISIONS
+from autopetl.errors import ConfigError, SearchConflictError, error_line
+from autopetl.precision import PRECISION_HELP, PRECISIONS
 from autopetl.search.defaults import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_REDUCTION_FACTOR,
@@ -94,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=2,
         help="restarts of a trial whose worker or node died; it resumes from its last epoch",
     )
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument(
         "--db", default=None, help="database URL (default: $AUTOPETL_DB, else a SQLite file)"
     )
@@ -163,6 +163,26 @@ class LiveView:
             ):
                 self.points.append((event.val_acc, float(event.tunable_params)))
             self.recent = [event, *self.recent][:6]
+
+    def progress(self) -> str:
+        done = self.counts["completed"] + self.counts["pruned"]
+        best = max((a for a, _ in self.points), default=None)
+        return (
+            f"finished {done}/{self.budget}, failed {self.counts['failed']}, "
+            + (f"best val {best:.1%}, " if best is not None else "")
+            + f"{time.perf_counter() - self.started:.0f} s"
+        )
+
+    def line(self, e: TrialEvent) -> str:
+        """One finished trial, for a log: what it was, what it reached, where the search is."""
+        what = f"trial {e.key} {e.method} {e.kind}"
+        if e.kind == "pruned" and e.epoch is not None:
+            what += f" after epoch {e.epoch}"
+        if e.val_acc is not None and e.kind != "failed":
+            what += f": val {e.val_acc:.1%}, {e.tunable_params or 0:,} params"
+        if e.kind == "failed":
+            what += f": {error_line(e.error)}"
+        return f"{self.name}: {what} | {self.progress()}"
 
     def render(self) -> Group:
         done = self.counts["completed"] + self.counts["pruned"]
@@ -325,15 +345,25 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     for plan in plans:
         view = LiveView.resuming(plan.name, plan.budget, store)
-        with Live(
-            view.render(), console=err_console, refresh_per_second=4, transient=False
-        ) as live:
+        if interactive():
+            with Live(
+                view.render(), console=err_console, refresh_per_second=4, transient=False
+            ) as live:
 
-            def on_event(event: TrialEvent, view: LiveView = view, live: Live = live) -> None:
+                def on_event(event: TrialEvent, view: LiveView = view, live: Live = live) -> None:
+                    view.on_event(event)
+                    live.update(view.render())
+
+                outcome = run_search(plan, store, on_event)
+        else:  # a log: one line per finished trial, as it finishes
+            err_console.print(f"search {plan.name}: {view.progress()}", markup=False)
+
+            def log_event(event: TrialEvent, view: LiveView = view) -> None:
                 view.on_event(event)
-                live.update(view.render())
+                if event.kind in view.counts:
+                    err_console.print(view.line(event), markup=False)
 
-            outcome = run_search(plan, store, on_event)
+            outcome = run_search(plan, store, log_event)
         _summary(outcome, plan, args)
         failed = failed or outcome.status != "completed"
     return 1 if failed else 0

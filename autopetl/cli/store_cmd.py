@@ -19,13 +19,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import write_text
+from autopetl.errors import error_line
 
 if TYPE_CHECKING:
-    from autopetl.store import Store, TrialRecord
+    from autopetl.store import SearchRecord, Store, TrialRecord
     from autopetl.training import EpochMetrics, TrainResult
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,19 @@ log = logging.getLogger(__name__)
 DB_HELP = (
     "database URL, e.g. sqlite:///runs.db or postgresql+psycopg://user:pass@host/db "
     "(default: $AUTOPETL_DB, else autopetl.db in $AUTOPETL_HOME or ~/.local/share/autopetl)"
+)
+SEARCH_CSV_COLUMNS = (
+    "name",
+    "kind",
+    "task",
+    "space",
+    "backbone",
+    "status",
+    "budget",
+    "trial_counts",
+    "best_val_acc",
+    "created_at",
+    "backbone_config",
 )
 # Columns of `autopetl export --format csv`; config and cost are JSON strings in their cells.
 CSV_COLUMNS = (
@@ -64,8 +79,18 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL", default=None, help=DB_HELP)
 
 
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=["table", "json", "csv"],
+        default="table",
+        help="table for people (default), json or csv for scripts",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("searches", help="list the searches recorded in the database")
+    add_format_option(parser)
     add_db_option(parser)
     parser.set_defaults(func=run_searches)
 
@@ -77,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="only the Pareto front (val accuracy max, tunable parameters min)",
     )
     parser.add_argument("--status", choices=["running", "completed", "pruned", "failed"])
+    add_format_option(parser)
     add_db_option(parser)
     parser.set_defaults(func=run_trials)
 
@@ -99,7 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _pct(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.2%}" if math.isfinite(value) else str(value)
+    return f"{value:.1%}" if math.isfinite(value) else str(value)
 
 
 def _int(value: int | None) -> str:
@@ -122,43 +148,116 @@ def _flat(config: dict[str, Any], prefix: str = "") -> str:
             if value:
                 parts.append(_flat(value, f"{prefix}{key}."))
         else:
-            parts.append(f"{prefix}{key}={value}")
+            shown = f"{value:.3g}" if isinstance(value, float) else value
+            parts.append(f"{prefix}{key}={shown}")
     return " ".join(parts)
 
 
 # -- commands --------------------------------------------------------------------------------
+def is_train_run(search: SearchRecord) -> bool:
+    """A one-off `autopetl train` run (recorded as a search of one trial), not a search."""
+    return search.options.get("command") == "train"
+
+
+def search_export_dict(search: SearchRecord) -> dict[str, Any]:
+    """A search as `searches --format json` writes it: what it ran on, and how far it got."""
+    from autopetl.backbones import describe
+
+    return {
+        "name": search.name,
+        "kind": "train" if is_train_run(search) else "search",
+        "task": search.task,
+        "space": search.space_name,
+        "backbone": describe(search.backbone),
+        "backbone_config": search.backbone,
+        "status": search.status,
+        "budget": search.budget,
+        "trial_counts": search.trial_counts,
+        "best_val_acc": search.best_val_acc,
+        "created_at": search.created_at.isoformat(),
+    }
+
+
 def run_searches(args: argparse.Namespace) -> int:
+    from autopetl.backbones import describe
     from autopetl.store import open_store
 
     with open_store(args.db, create=False) as store:
         searches = store.list_searches()
         url = store.url
-    if not searches:
-        err_console.print(f"no searches in {url} yet")
+    if args.format != "table":
+        rows = [search_export_dict(s) for s in searches]
+        write_text(_rows_text(rows, args.format, SEARCH_CSV_COLUMNS), None)
         return 0
-    table = Table(title=f"searches in {url}")
-    table.add_column("name", overflow="fold", min_width=12)
-    table.add_column("task", overflow="fold", min_width=8)
-    for column in ("status", "trials", "best val", "created"):
-        table.add_column(column, no_wrap=True, justify="right" if column == "trials" else "left")
-    for s in searches:
-        counts = s.trial_counts
-        table.add_row(
-            s.name,
-            f"{s.task} ({s.space_name})",
-            s.status,
-            f"{counts.get('completed', 0)}/{sum(counts.values())}",
-            _pct(s.best_val_acc),
-            _when(s.created_at),
-        )
-    console.print(table)
+    if not searches:
+        err_console.print(f"no searches in {url} yet", markup=False)
+        return 0
+    # Accuracies compare only within one backbone, weights and input size: rows are grouped so.
+    searches = sorted(searches, key=lambda s: (describe(s.backbone), s.created_at))
+    runs = [s for s in searches if is_train_run(s)]
+    searches = [s for s in searches if not is_train_run(s)]
+    if searches:
+        table = Table(title=f"searches in {url}")
+        for column in ("name", "task (space)", "backbone (weights, input)", "status"):
+            table.add_column(column, overflow="fold")
+        for column in ("trials", "best val", "created"):
+            table.add_column(column, no_wrap=True, justify="right")
+        for s in searches:
+            counts = s.trial_counts
+            table.add_row(
+                escape(s.name),
+                escape(f"{s.task} ({s.space_name})"),
+                escape(describe(s.backbone)),
+                s.status,
+                f"{counts.get('completed', 0)}/{sum(counts.values())}",
+                _pct(s.best_val_acc),
+                _when(s.created_at),
+            )
+        console.print(table)
+    if runs:
+        table = Table(title=f"one-off train runs in {url}")
+        for column in ("name", "task", "backbone (weights, input)", "status"):
+            table.add_column(column, overflow="fold")
+        for column in ("val acc", "created"):
+            table.add_column(column, no_wrap=True, justify="right")
+        for s in runs:
+            table.add_row(
+                escape(s.name),
+                escape(s.task),
+                escape(describe(s.backbone)),
+                s.status,
+                _pct(s.best_val_acc),
+                _when(s.created_at),
+            )
+        console.print(table)
     return 0
 
 
+def _rows_text(rows: list[dict[str, Any]], fmt: str, columns: tuple[str, ...]) -> str:
+    """JSON (the rows as they are) or CSV (one column each; nested values as JSON strings)."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, allow_nan=False, default=str) + "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {
+                k: json.dumps(row.get(k), sort_keys=True)
+                if isinstance(row.get(k), dict | list)
+                else row.get(k)
+                for k in columns
+            }
+        )
+    return buffer.getvalue()
+
+
 def run_trials(args: argparse.Namespace) -> int:
+    from autopetl.backbones import describe
     from autopetl.store import open_store
 
     with open_store(args.db, create=False) as store:
+        search = store.get_search(args.search)
         if args.pareto:
             trials = store.pareto_front(args.search)
             title = f"Pareto front of {args.search} (completed trials)"
@@ -167,24 +266,31 @@ def run_trials(args: argparse.Namespace) -> int:
             title = f"trials of {args.search}"
     if args.pareto and args.status not in (None, "completed"):
         trials = []
-    if not trials:
-        err_console.print(f"{title}: none")
+    if args.format != "table":
+        write_text(export_text(trials, args.format), None)
         return 0
-    table = Table(title=title)
+    if search is not None:
+        title += f" on {search.task}, {describe(search.backbone)}"
+    if not trials:
+        err_console.print(f"{title}: none", markup=False)
+        return 0
+    table = Table(title=escape(title))
     table.add_column("trial", overflow="fold", min_width=5)
     for column in ("method", "status", "val acc", "params", "epochs", "time"):
         table.add_column(column, no_wrap=column != "status", overflow="fold")
     table.add_column("config", overflow="fold", min_width=12)
     for t in trials:
         table.add_row(
-            t.trial_key,
-            t.method or "-",
-            t.status + (f" ({t.error})" if t.error and t.status == "failed" else ""),
+            escape(t.trial_key),
+            escape(t.method or "-"),
+            escape(
+                t.status + (f" ({error_line(t.error)})" if t.error and t.status == "failed" else "")
+            ),
             _pct(t.val_acc),
             _int(t.tunable_params),
             str(t.epochs_done),
             _seconds(t.wall_time_s),
-            _flat(t.config),
+            escape(_flat(t.config)),
         )
     console.print(table)
     return 0

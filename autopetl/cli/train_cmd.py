@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autopetl.cli._console import console, err_console
+from autopetl.cli._console import console, err_console, interactive
 from autopetl.cli._options import (
     add_backbone_options,
     add_data_options,
@@ -18,13 +18,13 @@ from autopetl.cli._options import (
     parse_set_options,
 )
 from autopetl.cli.store_cmd import TrainRecorder, add_db_option
-from autopetl.precision import PRECISIONS
+from autopetl.precision import PRECISION_HELP, PRECISIONS
 from autopetl.tasks import get_task
 
 # The methods, the training loop and timm are imported by run(), so that `autopetl train --help`
 # and argument errors answer at once.
 if TYPE_CHECKING:
-    from autopetl.training import EpochMetrics
+    from autopetl.training import EpochMetrics, TrainResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+        help=PRECISION_HELP,
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)  # an unknown task: one line, before torch loads
-    from autopetl.backbones import build_backbone
+    from autopetl.backbones import build_backbone, describe
     from autopetl.methods import build_method
     from autopetl.methods.io import save_tunable
     from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
@@ -127,9 +127,12 @@ def run(args: argparse.Namespace) -> int:
         progress.update(bar, completed=step, total=total)
 
     def on_epoch(m: EpochMetrics) -> None:
-        progress.update(
-            bar, status=f"epoch {m.epoch}/{epochs} loss {m.train_loss:.3f} val {m.val_acc:.1%}"
-        )
+        status = f"epoch {m.epoch}/{epochs} loss {m.train_loss:.3f} val {m.val_acc:.1%}"
+        progress.update(bar, status=status)
+        if not interactive():  # a log gets one line per epoch (the bar is drawn once, at the end)
+            err_console.print(
+                f"{method.name} on {task.name}: {status}, {m.seconds:.1f} s", markup=False
+            )
         recorder.epoch(m)
 
     recorder.begin(
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title=f"{method.name} on {task.name}", show_header=False)
     rows = [
         ("method config", str(method.config.to_dict())),
-        ("backbone", f"{spec.name} ({spec.weights}, {spec.img_size}px)"),
+        ("backbone", describe(spec.to_dict())),
         ("val accuracy (best)", f"{result.best_val_acc:.2%} (epoch {result.best_epoch})"),
         ("val accuracy (last)", f"{result.last_val_acc:.2%}"),
         ("chance", f"{1 / task.num_classes:.2%}"),
@@ -156,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             f"{result.tunable_params:,} ({result.tunable_params_without_head:,} without the head)",
         ),
         ("wall time", f"{result.wall_time_s:.1f} s"),
-        ("throughput", f"{result.images_per_s:.0f} images/s ({result.device}, {result.precision})"),
+        ("throughput", _throughput(result, len(data.train.labels) + len(data.eval.labels))),
         ("peak memory", f"{result.peak_memory_mb:.0f} MiB"),
     ]
     for key, value in rows:
@@ -166,3 +169,18 @@ def run(args: argparse.Namespace) -> int:
         save_tunable(model, method, spec.to_dict(), task.num_classes, args.output)
         console.print(f"saved the tunable weights and method config to {args.output}")
     return 0
+
+
+def _throughput(result: TrainResult, images: int) -> str:
+    """Training speed, and for a head-only run what its one backbone pass cost (the real price)."""
+    where = f"({result.device}, {result.precision})"
+    if not result.cached_features:
+        return f"{result.images_per_s:,.0f} images/s {where}"
+    if result.feature_seconds > 0:
+        backbone = (
+            f"the frozen backbone ran once over {images:,} images in "
+            f"{result.feature_seconds:.1f} s ({images / result.feature_seconds:,.0f} images/s)"
+        )
+    else:
+        backbone = "the frozen backbone's features came from this process's cache"
+    return f"{result.images_per_s:,.0f} images/s for the head alone {where}; {backbone}"

@@ -17,6 +17,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
 
+from autopetl.errors import error_line
 from autopetl.search.searcher import finished_training
 from autopetl.search.space import split_config
 from autopetl.store import Store
@@ -239,12 +240,6 @@ def _config_only(config: dict[str, Any]) -> dict[str, Any]:
         for k, v in config.items()
         if k != "trial_number" and not (isinstance(v, float) and math.isnan(v))
     }
-
-
-def error_line(error: str | None) -> str:
-    """The line of a trial's error that says what went wrong: the exception, not the traceback."""
-    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
 
 
 def _error_text(trial: Trial) -> str:

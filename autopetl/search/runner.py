@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autopetl.backbones import BackboneSpec, describe
-from autopetl.errors import AutopetlError, ConfigError, SearchConflictError
+from autopetl.errors import AutopetlError, ConfigError, SearchConflictError, error_line
 from autopetl.pipeline import TaskData
 from autopetl.search.defaults import (
     DEFAULT_GRACE_PERIOD,
@@ -35,7 +35,7 @@ from autopetl.search.defaults import (
     DEFAULT_SCHEDULER,
     SCHEDULERS,
 )
-from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent, error_line
+from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent
 from autopetl.search.schedulers import make_scheduler
 from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, max_epochs, parse_space
