@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from autopetl.backbones import describe
 from autopetl.errors import AutopetlError
 from autopetl.evaluation import ConfigurationResult, evaluated_configurations
 from autopetl.tasks import GROUPS, TASKS, TaskSpec
@@ -78,6 +79,11 @@ class Row:
     cells: dict[str, Cell]  # by task folder
     params_m: float | None = None  # published tunable parameters, millions
     reported: dict[str, float] = field(default_factory=dict)  # published averages
+    backbone: str | None = None  # ours: backbone (weights, input size), shown with the label
+
+    @property
+    def shown_label(self) -> str:
+        return f"{self.label} · {self.backbone}" if self.backbone else self.label
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,8 @@ def row_averages(row: Row, tasks: Sequence[TaskSpec]) -> Averages:
 
 # -- our rows -------------------------------------------------------------------------------------
 def _backbone_key(result: ConfigurationResult) -> str:
-    return f"{result.backbone.get('name', '?')}@{result.backbone.get('img_size', '?')}px"
+    # Accuracies compare only within one backbone, weights and input size: each is its own row.
+    return describe(result.backbone)
 
 
 def _better(a: ConfigurationResult, b: ConfigurationResult) -> bool:
@@ -171,7 +178,7 @@ def our_rows(
     *,
     max_params: int | None = None,
 ) -> list[Row]:
-    """One row per method (and backbone, when several were evaluated): its best cell per task.
+    """One row per method and backbone (weights, input size): its best cell per task.
 
     Args:
         results: Evaluated configurations (:func:`autopetl.evaluation.evaluated_configurations`).
@@ -189,13 +196,13 @@ def our_rows(
         folder = TASKS[r.task].folder
         if folder not in cells or _better(r, cells[folder]):
             cells[folder] = r
-    several_backbones = len({b for _, b in best}) > 1
     rows = []
     for method, backbone in sorted(best, key=lambda k: (method_rank(k[0]), k[1])):
         chosen = best[(method, backbone)]
         rows.append(
             Row(
-                label=f"{method} [{backbone}]" if several_backbones else method,
+                label=method,
+                backbone=backbone,
                 source="autopetl",
                 cells={
                     folder: Cell(
@@ -327,22 +334,27 @@ def header(report: Report) -> list[str]:
 def cells(report: Report, row: Row, *, raw: bool = False) -> list[str]:
     """One row's strings, aligned with :func:`header`.
 
-    Accuracy has 1 decimal and averages 2, as in the papers; ``raw`` (CSV) gives parameters as a
-    plain count and every accuracy with 2 decimals.
+    For people every accuracy has 1 decimal, and our cells evaluated over several seeds show
+    mean ± sample std; ``raw`` (CSV) gives parameters as a plain count and every accuracy with 2
+    decimals (the spread is in the evaluations, `autopetl evaluate` and `export`).
     """
+    digits = 2 if raw else 1
     avg = report.averages(row)
     params = report.params(row)
     if raw:
         shown_params = MISSING if params is None else f"{params:.0f}"
     else:
         shown_params = format_params(params)
-    out = [row.label, shown_params]
+    out = [row.shown_label, shown_params]
     for group in report.groups:
         for t in report.group_tasks(group):
             cell = row.cells.get(t.folder)
-            out.append(_acc(cell.acc if cell else None, 2 if raw else 1))
-        out.append(_acc(avg.groups.get(group), 2))
-    out += [_acc(avg.tasks_mean, 2), _acc(avg.groups_mean, 2)]
+            text = _acc(cell.acc if cell else None, digits)
+            if not raw and cell is not None and cell.std is not None and (cell.seeds or 0) > 1:
+                text += f" ± {cell.std:.1f}"
+            out.append(text)
+        out.append(_acc(avg.groups.get(group), digits))
+    out += [_acc(avg.tasks_mean, digits), _acc(avg.groups_mean, digits)]
     return out
 
 
@@ -356,8 +368,9 @@ def to_markdown(report: Report) -> str:
     lines += ["| " + " | ".join(cells(report, row)) + " |" for row in report.rows]
     lines.append("")
     lines.append(
-        "Top-1 test accuracy (%) after re-training on train800val200, mean over seeds; "
-        "params: tunable parameters without the head."
+        "Top-1 test accuracy (%) after re-training on train800val200, mean ± std over seeds; "
+        "params: tunable parameters without the head. Our rows are per backbone (weights, "
+        "input size): accuracies compare within one."
     )
     cited = {row.source for row in report.rows if row.source != "autopetl"}
     if cited:

@@ -130,7 +130,7 @@ def test_methods_filter_changes_what_is_shown(
     search_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _run(monkeypatch, search_db)
-    methods = at.multiselect(key="methods")
+    methods = at.multiselect(key=f"methods:{TASK}:vit_tiny_patch16_224 (random init, 32 px)")
     assert len(methods.options) >= 2, "the smoke search drew a single method; change its seed"
     store = open_store(search_db)
     # A method with a completed trial (ASHA may have stopped every trial of another one).
@@ -274,3 +274,39 @@ def test_command_refuses_a_busy_port_and_a_bad_url(capsys: pytest.CaptureFixture
     assert main(["dashboard", "--db", "mysql://u:pw@h/db"]) == 2
     err = capsys.readouterr().err
     assert "unsupported database" in err and ":pw@" not in err
+
+
+def test_one_backbone_per_front_and_train_runs_apart(
+    search_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autopetl.backbones import SMOKE_BACKBONE
+
+    path = tmp_path / "two.db"
+    with sqlite3.connect(search_db.removeprefix("sqlite:///")) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)  # with what is still in the write-ahead log
+    url = f"sqlite:///{path}"
+    store = open_store(url)
+    real = {"name": "vit_small_patch14_dinov2", "weights": "/w/v.safetensors", "img_size": 28}
+    store.upsert_search("real", TASK, "default", {}, {**real, "overrides": {}}, options={})
+    store.upsert_trial("real", "0", number=0, method="lora", config={"method": "lora"},
+                       status="completed", val_acc=0.9, tunable_params=5)  # fmt: skip
+    train = {"command": "train"}
+    store.upsert_search("one-off", TASK, "train", {}, SMOKE_BACKBONE.to_dict(), options=train)
+    store.upsert_trial("one-off", "0", number=0, method="linear", config={"method": "linear"},
+                       status="completed", val_acc=0.99, tunable_params=1)  # fmt: skip
+    store.close()
+    at = _run(monkeypatch, url)
+    # The latest search's backbone first; its front holds its trials only.
+    unit = at.selectbox(key=f"unit:{TASK}")
+    assert unit.value == "vit_small_patch14_dinov2 (v.safetensors, 28 px)"
+    assert _traces(_spec(at, "pareto_chart"))[figures.FRONT_TRACE]["ids"] == ["real/0"]
+    assert at.selectbox(key="progress_search").options == ["real"]
+    # The smoke model's front: the search's trials, the one-off run apart and not chosen.
+    at = unit.select("vit_tiny_patch16_224 (random init, 32 px)").run()
+    assert not at.exception, [e.value for e in at.exception]
+    ids = _traces(_spec(at, "pareto_chart"))[figures.FRONT_TRACE]["ids"]
+    assert ids and all(i.startswith(f"{SEARCH}/") for i in ids)
+    assert at.multiselect(key=f"runs:{TASK}:vit_tiny_patch16_224 (random init, 32 px)").options == [
+        "one-off"
+    ]
+    assert at.selectbox(key="progress_search").options == [SEARCH]

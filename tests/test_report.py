@@ -93,9 +93,12 @@ def test_cells_and_the_three_averages(sqlite_url):
         "| method | params | cifar | dtd | natural mean | eurosat | specialized mean | kitti | "
         "dsprites_loc | structured mean | mean (5 tasks) | mean of group means |"
     )
-    assert lines[2] == "| linear | 0 | 50.0 | - | - | 80.0 | 80.00 | - | - | - | - | - |"
+    # One rounding (1 decimal), mean ± std where several seeds ran, the backbone with the method.
+    tiny = "vit_tiny_patch16_224 (random init, 32 px)"
+    assert lines[2] == f"| linear · {tiny} | 0 | 50.0 | - | - | 80.0 | 80.0 | - | - | - | - | - |"
     assert lines[3] == (
-        "| vpt | 2.2 K | 71.0 | 42.0 | 56.50 | 90.0 | 90.00 | 60.0 | 30.0 | 45.00 | 58.60 | 63.83 |"
+        f"| vpt · {tiny} | 2.2 K | 71.0 ± 1.4 | 42.0 ± 2.0 | 56.5 | 90.0 | 90.0 | 60.0 | 30.0 "
+        "| 45.0 | 58.6 | 63.8 |"
     )
 
     rows = list(csv.DictReader(io.StringIO(to_csv(report))))
@@ -122,7 +125,10 @@ def test_report_cli(sqlite_url, capsys):
     _store(sqlite_url)
     assert main(["report", "--format", "md", "--group", "specialized", "--db", sqlite_url]) == 0
     out = capsys.readouterr().out
-    assert "| vpt | 1.0 K | - | 90.0 | - | - | - | - | - |" in out  # 3 tasks missing
+    assert (
+        "| vpt · vit_tiny_patch16_224 (random init, 32 px) | 1.0 K | - | 90.0 | - | - | - | - | - |"
+        in out
+    )  # 3 tasks missing
     assert main(["report", "--db", sqlite_url]) == 0
     assert "dSpr-L" in capsys.readouterr().out
     assert main(["report", "--format", "md", "--published", "--task", "dsprites_loc"]) == 0
@@ -171,3 +177,19 @@ def test_best_configuration_for_serving(sqlite_url):
     assert best_configuration(store, "cifar", max_params=100).method == "linear"
     assert best_configuration(store, "cifar", max_params=99) is None
     assert best_configuration(store, "vtab/svhn") is None
+
+
+def test_each_backbone_is_its_own_row(sqlite_url):
+    store = _store(sqlite_url)
+    bigger = {**SMOKE_BACKBONE.to_dict(), "img_size": 64}
+    store.upsert_search("s-64", "vtab/cifar", "default", {}, bigger)
+    store.upsert_trial("s-64", "0", number=0, method="vpt", config={"method": "vpt"},
+                       status="completed", val_acc=0.9, tunable_params=10)  # fmt: skip
+    store.upsert_evaluation("s-64", "0", seed=0, split="test", test_acc=0.99, metrics={})
+    rows = [r for r in build_report(store).rows if r.label == "vpt"]
+    assert [r.backbone for r in rows] == [
+        "vit_tiny_patch16_224 (random init, 32 px)",
+        "vit_tiny_patch16_224 (random init, 64 px)",
+    ]
+    # The 64 px row's 99% does not become the 32 px row's cifar cell (71%): never pooled.
+    assert [r.cells["cifar"].acc for r in rows] == [pytest.approx(71.0), pytest.approx(99.0)]

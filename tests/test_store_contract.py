@@ -228,6 +228,20 @@ class TestStoreContract:
         with pytest.raises(ValueError):
             store.pareto_front()
 
+    def test_a_task_front_never_pools_two_backbones(self, store: Store) -> None:
+        _known(store, "s1", task="vtab/dsprites_loc")
+        other = {"name": "vit_small_patch14_dinov2", "weights": "w.safetensors", "img_size": 28}
+        store.upsert_search("s2", "vtab/dsprites_loc", "default", {}, other)
+        store.upsert_trial("s2", "better", status="completed", val_acc=0.95, tunable_params=10)
+        with pytest.raises(StoreError, match=r"ran on 2 backbones .*28 px"):
+            store.pareto_front(task="vtab/dsprites_loc")
+        front = store.pareto_front(task="vtab/dsprites_loc", backbone=other)
+        assert [(t.search_name, t.trial_key) for t in front] == [("s2", "better")]
+        s1 = store.get_search("s1")
+        assert s1 is not None
+        mine = store.pareto_front(task="vtab/dsprites_loc", backbone=s1.backbone)
+        assert {t.search_name for t in mine} == {"s1"}
+
     def test_hypervolume(self, store: Store) -> None:
         _known(store)
         # Front a, b, d(, e) with reference (0, 20000): rectangles 900*0.5 + 9000*0.7 + 10000*0.9.

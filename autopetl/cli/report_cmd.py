@@ -88,7 +88,7 @@ def _table(report: Report) -> tuple[Table, int]:
     names = header(report)
     head = [SHORT.get(name, name) for name in names]
     rows = [cells(report, row) for row in report.rows]
-    title = "VTAB-1k top-1 test accuracy (%), train800val200 -> test, mean over seeds"
+    title = "VTAB-1k top-1 test accuracy (%), train800val200 -> test, mean ± std over seeds"
     table = Table(title=title, caption="params: tunable parameters without the head")
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)

@@ -154,18 +154,13 @@ def _flat(config: dict[str, Any], prefix: str = "") -> str:
 
 
 # -- commands --------------------------------------------------------------------------------
-def is_train_run(search: SearchRecord) -> bool:
-    """A one-off `autopetl train` run (recorded as a search of one trial), not a search."""
-    return search.options.get("command") == "train"
-
-
 def search_export_dict(search: SearchRecord) -> dict[str, Any]:
     """A search as `searches --format json` writes it: what it ran on, and how far it got."""
     from autopetl.backbones import describe
 
     return {
         "name": search.name,
-        "kind": "train" if is_train_run(search) else "search",
+        "kind": search.kind,
         "task": search.task,
         "space": search.space_name,
         "backbone": describe(search.backbone),
@@ -194,8 +189,8 @@ def run_searches(args: argparse.Namespace) -> int:
         return 0
     # Accuracies compare only within one backbone, weights and input size: rows are grouped so.
     searches = sorted(searches, key=lambda s: (describe(s.backbone), s.created_at))
-    runs = [s for s in searches if is_train_run(s)]
-    searches = [s for s in searches if not is_train_run(s)]
+    runs = [s for s in searches if s.kind == "train"]
+    searches = [s for s in searches if s.kind == "search"]
     if searches:
         table = Table(title=f"searches in {url}")
         for column in ("name", "task (space)", "backbone (weights, input)", "status"):

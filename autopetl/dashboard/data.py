@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from autopetl.backbones import describe
 from autopetl.store import StoreError, non_dominated, open_store, resolve_url, safe_url
 from autopetl.store.queries import hypervolume
 
@@ -106,6 +107,17 @@ def open_for_reading(url: str | None) -> OpenedStore:
         store.close()
         return OpenedStore(shown, None, "empty", "the database has no searches yet")
     return OpenedStore(shown, store)
+
+
+def backbone_units(searches: list[SearchRecord]) -> list[str]:
+    """The backbones (weights, input size) of ``searches``, the one to show first first.
+
+    A front is drawn within one of these only: accuracies of a random-init smoke model at 32 px
+    and of a pretrained ViT at 224 px say nothing about each other. First is the backbone of the
+    latest search (one-off train runs count only where there is no search).
+    """
+    ordered = sorted(searches, key=lambda s: (s.kind == "search", s.created_at), reverse=True)
+    return list(dict.fromkeys(describe(s.backbone) for s in ordered))
 
 
 def _test_results(store: Store, search: str) -> dict[str, tuple[float, float, int]]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
+from autopetl.backbones import describe
 from autopetl.dashboard import data, figures
 from autopetl.store import StoreError, hypervolume
 
@@ -78,18 +79,41 @@ def _dashboard(store: Store, shown_url: str, url: str | None) -> None:
     sidebar.title("autopetl")
     sidebar.caption(f"database: `{shown_url}`")
     task = sidebar.selectbox("Task", tasks, key="task")
-    of_task = [s for s in searches if s.task == task]
+    units = data.backbone_units([s for s in searches if s.task == task])
+    unit = sidebar.selectbox(
+        "Backbone (weights, input size)",
+        units,
+        key=f"unit:{task}",
+        help="accuracies compare only within one backbone, its weights and input size: every "
+        "front, comparison and progress view here stays within the one chosen",
+    )
+    in_unit = [s for s in searches if describe(s.backbone) == unit]
+    of_task = [s for s in in_unit if s.task == task and s.kind == "search"]
+    runs = [s for s in in_unit if s.task == task and s.kind == "train"]
     chosen = sidebar.multiselect(
         "Searches",
         [s.name for s in of_task],
         default=[s.name for s in of_task],
-        key=f"searches:{task}",
-        help="every search of the task is pooled into one front",
+        key=f"searches:{task}:{unit}",
+        help="the chosen searches of this task and backbone are pooled into one front",
     )
-    selected = [s for s in of_task if s.name in chosen]
+    chosen_runs = (
+        sidebar.multiselect(
+            "One-off train runs",
+            [s.name for s in runs],
+            default=[],
+            key=f"runs:{task}:{unit}",
+            help="`autopetl train` runs of this task and backbone, added to the front if chosen",
+        )
+        if runs
+        else []
+    )
+    selected = [s for s in of_task + runs if s.name in chosen or s.name in chosen_runs]
     frame = data.trials_frame(store, selected)
     all_methods = sorted(frame["method"].unique(), key=figures.method_rank)
-    methods = sidebar.multiselect("Methods", all_methods, default=all_methods, key="methods")
+    methods = sidebar.multiselect(
+        "Methods", all_methods, default=all_methods, key=f"methods:{task}:{unit}"
+    )
     sidebar.button("Reload", help="read the database again")
     shown = frame[frame["method"].isin(methods)]
 
@@ -97,9 +121,9 @@ def _dashboard(store: Store, shown_url: str, url: str | None) -> None:
         ["Pareto front", "Compare", "Search progress", "Trials", "Report"]
     )
     with pareto:
-        pareto_tab(store, shown, task)
+        pareto_tab(store, shown, f"{task} · {unit}")
     with compare:
-        compare_tab(store, searches, task, methods)
+        compare_tab(store, [s for s in in_unit if s.kind == "search"], task, unit, methods)
     with progress:
         progress_tab(url, of_task)
     with trials:
@@ -200,18 +224,25 @@ def trial_panel(store: Store, row: pd.Series) -> None:
 
 
 # -- Compare --------------------------------------------------------------------------------------
-def compare_tab(store: Store, searches: list[SearchRecord], task: str, methods: list[str]) -> None:
-    """Fronts side by side, by task or by search, with the papers' points as a reference."""
+def compare_tab(
+    store: Store, searches: list[SearchRecord], task: str, unit: str, methods: list[str]
+) -> None:
+    """Fronts side by side, by task or by search, with the papers' points as a reference.
+
+    ``searches`` all ran on the backbone ``unit``: fronts side by side compare only within one.
+    """
+    st.caption(f"Fronts of searches on {unit} (the backbone chosen in the sidebar).")
     by = st.radio("Side by side", ["tasks", "searches"], horizontal=True, key="compare_by")
     if by == "tasks":
         tasks = sorted({s.task for s in searches})
-        default = [task, *[t for t in tasks if t != task][: MAX_SIDE_BY_SIDE - 1]]
-        items = st.multiselect("Tasks", tasks, default=default, key="compare_tasks")
+        default = [t for t in [task, *tasks] if t in tasks]
+        default = list(dict.fromkeys(default))[:MAX_SIDE_BY_SIDE]
+        items = st.multiselect("Tasks", tasks, default=default, key=f"compare_tasks:{unit}")
         groups = {t: [s for s in searches if s.task == t] for t in items}
     else:
         names = [s.name for s in searches]
         default = [s.name for s in searches if s.task == task][:MAX_SIDE_BY_SIDE]
-        items = st.multiselect("Searches", names, default=default, key="compare_searches")
+        items = st.multiselect("Searches", names, default=default, key=f"compare_searches:{unit}")
         groups = {n: [s for s in searches if s.name == n] for n in items}
     with_published = st.checkbox("papers' published points", value=True, key="compare_published")
     if not groups:
@@ -300,7 +331,7 @@ def published_points(task: str) -> tuple[list[figures.PublishedPoint], str | Non
 def progress_tab(url: str | None, searches: list[SearchRecord]) -> None:
     """One search's trials over time, re-read every few seconds while it runs."""
     if not searches:
-        st.info("No searches for this task.")
+        st.info("No searches of this task on this backbone (one-off train runs have no progress).")
         return
     running = [s for s in searches if s.status == "running"]
     default = (running or searches)[-1].name

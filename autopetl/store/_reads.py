@@ -5,7 +5,9 @@ Reads run in their own short session and convert rows to frozen records before i
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
@@ -146,15 +148,35 @@ class StoreReads:
             return self._trials(conn, where)
 
     def pareto_front(
-        self, search_name: str | None = None, task: str | None = None
+        self,
+        search_name: str | None = None,
+        task: str | None = None,
+        backbone: Mapping[str, Any] | None = None,
     ) -> list[TrialRecord]:
         """Completed trials not dominated on (val_acc max, tunable_params min), fewest params first.
 
-        Give a search, or a task to pool every search of that task. Trials with NaN accuracy or an
-        unknown parameter count are left out.
+        Give a search, or a task to pool every search of that task on one backbone: accuracies
+        compare only within one backbone, weights and input size, so a task whose searches ran on
+        several needs ``backbone`` (a search's ``backbone`` dict) to say which. Trials with NaN
+        accuracy or an unknown parameter count are left out.
+
+        Raises:
+            StoreError: ``task`` has searches on several backbones and ``backbone`` is None.
         """
         done = [t for t in self._completed(search_name, task) if t.val_acc is not None]
         done = [t for t in done if t.tunable_params is not None]
+        if task is not None:
+            backbones = {s.name: s.backbone for s in self.list_searches() if s.task == task}
+            if backbone is not None:
+                done = [t for t in done if backbones.get(t.search_name) == dict(backbone)]
+            elif len({json.dumps(backbones[t.search_name], sort_keys=True) for t in done}) > 1:
+                from autopetl.backbones import describe
+
+                shown = sorted({describe(backbones[t.search_name]) for t in done})
+                raise StoreError(
+                    f"the searches of {task} ran on {len(shown)} backbones ({'; '.join(shown)}): "
+                    "their accuracies do not share one front; pass backbone= to choose one"
+                )
         return queries.non_dominated(done, [(t.val_acc, float(t.tunable_params)) for t in done])  # type: ignore[arg-type,misc]
 
     def hypervolume(

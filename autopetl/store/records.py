@@ -42,6 +42,11 @@ class SearchRecord(_Record):
     trial_counts: dict[str, int] = field(default_factory=dict)
     best_val_acc: float | None = None  # over completed trials
 
+    @property
+    def kind(self) -> str:
+        """``search``, or ``train`` for a one-off `autopetl train` run (a search of one trial)."""
+        return "train" if self.options.get("command") == "train" else "search"
+
 
 @dataclass(frozen=True)
 class TrialRecord(_Record):
