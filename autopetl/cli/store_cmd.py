@@ -302,18 +302,7 @@ def trial_export_dict(trial: TrialRecord) -> dict[str, Any]:
 
 
 def export_text(trials: list[TrialRecord], fmt: str) -> str:
-    rows = [trial_export_dict(t) for t in trials]
-    if fmt == "json":
-        return json.dumps(rows, indent=2, allow_nan=False) + "\n"
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        cells = {k: row.get(k) for k in CSV_COLUMNS}
-        cells["config"] = json.dumps(row["config"], sort_keys=True)
-        cells["cost"] = json.dumps(row["cost"], sort_keys=True)
-        writer.writerow(cells)
-    return buffer.getvalue()
+    return _rows_text([trial_export_dict(t) for t in trials], fmt, CSV_COLUMNS)
 
 
 def run_export(args: argparse.Namespace) -> int:
