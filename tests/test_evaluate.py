@@ -18,7 +18,7 @@ import torch
 import autopetl.evaluation as evaluation
 import autopetl.tasks.data
 import autopetl.training
-from autopetl.backbones import SMOKE_BACKBONE, build_backbone, input_stats
+from autopetl.backbones import SMOKE_BACKBONE, build_backbone, describe, input_stats
 from autopetl.cli import main
 from autopetl.evaluation import (
     best_configuration,
@@ -131,11 +131,15 @@ def test_evaluate_pareto_three_seeds_then_report(search_db, tmp_path, capsys):
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     column = head.index("dsprites_loc")
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
-    assert {r[0] for r in rows} == {t.method for t in front}
+    # Each row names its method and the one backbone (weights, input size) it was measured on.
+    shown = describe(results[0].backbone)
+    assert {r[0] for r in rows} == {f"{t.method} · {shown}" for t in front}
     for row in rows:
-        # The cell is the method's best configuration's mean over seeds, in percent.
-        mine = [r for r in results if r.method == row[0]]
-        assert float(row[column]) == pytest.approx(100 * max(r.mean for r in mine), abs=0.051)
+        # The cell is the method's best configuration's mean over seeds, in percent ("m ± s").
+        method = row[0].split(" · ")[0]
+        mine = [r for r in results if r.method == method]
+        mean = float(row[column].split("±")[0])
+        assert mean == pytest.approx(100 * max(r.mean for r in mine), abs=0.051)
 
 
 def test_missing_search_is_a_clear_error(sqlite_url, capsys):

@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from autopetl.backbones import SMOKE_BACKBONE
 from autopetl.pipeline import TaskData, load_task_data
-from autopetl.search.runner import SearchPlan, run_search
+from autopetl.search.runner import SearchPlan, make_sampler, run_search
 from autopetl.search.space import load_space, parse_space
 from autopetl.store import open_store
 from autopetl.tasks import SplitData, get_task
@@ -317,3 +317,19 @@ def test_a_resumed_search_is_the_same_search_and_continues_to_a_larger_budget(
     store = open_store(sqlite_url)
     finished = [t for t in store.trials("again") if t.status in ("completed", "pruned")]
     assert len(finished) == 3
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid"])
+def test_every_sampler_survives_pickling(sampler):
+    # Ray Tune pickles the searcher, sampler included, when it builds a Tuner (Optuna 5.1's
+    # NSGA-II holds a lock that would make that fail before the first trial).
+    import pickle
+
+    space = _space("methods: {vpt: {prompt_length: {type: categorical, choices: [1, 4]}}}")
+    import optuna
+
+    copy = pickle.loads(pickle.dumps(make_sampler(sampler, space, seed=0)))
+    # The copy still samples (NSGA-II's lock is back).
+    study = optuna.create_study(sampler=copy, directions=["maximize", "minimize"])
+    study.optimize(lambda t: (t.suggest_categorical("x", [1, 4]), 1.0), n_trials=2)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]

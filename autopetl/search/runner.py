@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -161,7 +162,7 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
                 multivariate=True, group=True, constant_liar=True, seed=seed
             )
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return _NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
@@ -189,6 +190,26 @@ class _GridSampler(optuna.samplers.BruteForceSampler):
         optuna.samplers.BruteForceSampler._populate_tree(
             tree, [t for t in trials if t.params or not t.state.is_finished()], params
         )
+
+
+class _NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGAIISampler, picklable again.
+
+    Ray Tune pickles the searcher, and with it the sampler, when a Tuner is built (to save the
+    experiment for resuming). Optuna 5.1 gave the genetic samplers a ``threading.Lock``
+    (``_thread_lock``), which cannot be pickled, so every NSGA-II search failed before its first
+    trial with "cannot pickle '_thread.lock' object". The lock guards a cache only: a copy gets a
+    fresh one.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()  # unused by Optuna before 5.1, harmless there
 
 
 def _counts(store: Store, name: str) -> dict[str, int]:
