@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from autopetl.cli import main
 from autopetl.cli.dashboard_cmd import app_path, streamlit_command
-from autopetl.dashboard import data, figures
+from autopetl.dashboard import data, figures, page
 from autopetl.store import non_dominated, open_store
 
 APP = Path(__file__).resolve().parents[1] / "app" / "dashboard.py"
@@ -310,3 +310,95 @@ def test_one_backbone_per_front_and_train_runs_apart(
         "one-off"
     ]
     assert at.selectbox(key="progress_search").options == [SEARCH]
+
+
+def _trial_row(**overrides: Any) -> pd.Series:
+    row = {c: math.nan for c in data.TRIAL_COLUMNS}
+    row.update(test_seeds=0, epochs_done=None, config={}, method="vpt", status="completed")
+    row.update(overrides)
+    return pd.Series(row)
+
+
+def test_cost_table_rounds_with_units_and_leaves_out_what_was_not_measured() -> None:
+    row = _trial_row(
+        val_acc=0.35,
+        tunable_params=6160.0,
+        tunable_params_without_head=0.0,
+        epochs_done=10,
+        wall_time_s=0.4291,
+        images_per_s=56141.6116,
+        peak_memory_mb=1407.2813,
+        flops=None,
+    )
+    assert data.cost_table(row)["value"].to_dict() == {
+        "val acc": "35.0 %",
+        "tunable params": "6,160",
+        "without head": "0",
+        "epochs": "10",
+        "wall time": "0.4 s",
+        "images/s": "56,142",
+        "peak memory": "1,407 MB",
+    }
+    evaluated = _trial_row(val_acc=0.5, test_mean=0.4319, test_std=0.0112, test_seeds=3)
+    assert data.cost_table(evaluated)["value"].to_dict() == {
+        "val acc": "50.0 %",
+        "test acc": "43.2 ± 1.1 % (3 seeds)",
+    }
+    assert data.cost_table(_trial_row(wall_time_s=5400.0))["value"].tolist() == ["90.0 min"]
+
+
+def test_trial_panel_shows_rounded_costs(search_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _run(monkeypatch, search_db)
+    costs = [d.value for d in at.dataframe if list(d.value.columns) == ["value"]]
+    assert len(costs) == 1
+    shown = costs[0]["value"].to_dict()
+    assert shown["val acc"].endswith(" %") and "training FLOPs" not in shown
+    assert all(isinstance(v, str) and "None" not in v and "nan" not in v for v in shown.values())
+
+
+@pytest.mark.parametrize(
+    ("minutes", "unit", "first"),
+    [([0.001, 0.5], "s", 0.06), ([1.0, 40.0], "min", 1.0), ([30.0, 600.0], "h", 0.5)],
+)
+def test_progress_time_axis_reads_in_a_unit_that_fits_the_search(
+    minutes: list[float], unit: str, first: float
+) -> None:
+    values, shown = figures.elapsed_axis(pd.Series(minutes))
+    assert shown == unit and values.iloc[0] == pytest.approx(first)
+
+
+def test_progress_chart_is_on_elapsed_time(search_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _run(monkeypatch, search_db)
+    spec = _spec(at, "progress_chart")
+    assert spec["layout"]["xaxis2"]["title"]["text"].startswith("time since the search started (")
+    xs = [x for t in spec["data"] for x in t["x"]]
+    assert all(isinstance(x, int | float) and x >= 0 for x in xs)  # no wall-clock timestamps
+
+
+def test_titles_sit_below_the_toolbar() -> None:
+    frame = pd.DataFrame(columns=data.TRIAL_COLUMNS)
+    for fig in (
+        figures.pareto_figure(frame, title="a long title " * 8),
+        figures.learning_curve_figure(
+            pd.DataFrame({"epoch": [1], "val_acc": [0.1], "train_loss": [1.0]}), "t"
+        ),
+    ):
+        title = fig.layout.title
+        # Anchored to the plot area's top edge, in a margin tall enough for the toolbar above.
+        assert (title.yref, title.y, title.yanchor, title.xanchor) == ("paper", 1, "bottom", "left")
+        assert fig.layout.margin.t >= 70
+
+
+def test_published_points_are_named_on_hover_and_listed_under_the_chart(
+    search_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _run(monkeypatch, search_db)
+    spec = _spec(at, f"compare:{TASK}")
+    published = [t for t in spec["data"] if t["name"].startswith("published")]
+    assert len(published) == 1 and published[0]["mode"] == "markers"  # no labels on the chart
+    assert not spec["layout"].get("shapes") and not spec["layout"].get("annotations")
+    table = next(d.value for d in at.dataframe if "published row" in d.value.columns)
+    points, _ = page.published_points(TASK)
+    assert len(table) == len({(p.label, p.acc, p.params) for p in points})
+    with_params = [p for p in points if p.params]
+    assert len(published[0]["x"]) == len(with_params)

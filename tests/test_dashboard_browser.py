@@ -125,3 +125,35 @@ def test_dashboard_renders_its_charts_in_chromium(dashboard: str, tmp_path: Path
     colours = image.getcolors(maxcolors=1 << 20) or []
     assert len(colours) > 200, f"only {len(colours)} colours: a blank page? see {tmp_path}"
     assert any(max(c) - min(c) > 100 for _, c in colours), "no saturated colour: no markers"
+
+
+def _chromium_processes() -> list[str]:
+    """Command lines of running Chromium processes started with one of capture()'s profiles."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended while we looked
+            continue
+        if "autopetl-chromium-" in text:
+            found.append(text)
+    return found
+
+
+def test_screenshot_command_writes_a_png_and_leaves_no_browser(
+    dashboard: str, tmp_path: Path
+) -> None:
+    _need_chromium()
+    before = _chromium_processes()
+    out = tmp_path / "shot.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "autopetl.dashboard.screenshot", dashboard, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "chart(s) drawn" in done.stdout
+    assert out.read_bytes().startswith(b"\x89PNG")
+    # Chromium and all its helpers are gone once the command returns.
+    assert _chromium_processes() == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 # The split autopetl evaluate writes test accuracies under (autopetl.evaluation.TEST_SPLIT).
 TEST_SPLIT = "test"
 FINISHED = ("completed", "pruned", "failed")
+# The method of a trial that failed before it was given a configuration (its worker died first).
+NO_METHOD = "(no config)"
 # Accuracy columns the Pareto view can plot: the search's objective, or the evaluated test mean.
 ACCURACY_COLUMNS = {"val": "val_acc", "test": "test_mean"}
 TRIAL_COLUMNS = [
@@ -149,7 +152,7 @@ def trials_frame(store: Store, searches: list[SearchRecord]) -> pd.DataFrame:
                     "task": search.task,
                     "trial_key": t.trial_key,
                     "number": t.number,
-                    "method": t.method or str(t.config.get("method", "?")),
+                    "method": t.method or str(t.config.get("method", NO_METHOD)),
                     "status": t.status,
                     "val_acc": _float(t.val_acc),
                     "tunable_params": _float(t.tunable_params),
@@ -256,6 +259,50 @@ def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.drop(columns=["id"]).copy()
     out["config"] = out["config"].map(lambda c: json.dumps(c, sort_keys=True, default=str))
     return out
+
+
+def cost_table(row: pd.Series) -> pd.DataFrame:
+    """A trial's accuracy and costs as the trial panel shows them: rounded, with units, and
+    without the costs that were not measured (a trial that failed at once has none)."""
+    values: dict[str, str] = {}
+
+    def put(name: str, value: Any, fmt: Callable[[float], str]) -> None:
+        number = _number(value)
+        if number is not None:
+            values[name] = fmt(number)
+
+    put("val acc", row["val_acc"], lambda v: f"{100 * v:.1f} %")
+    if row["test_seeds"]:
+        seeds = int(row["test_seeds"])
+        values["test acc"] = (
+            f"{100 * row['test_mean']:.1f} ± {100 * row['test_std']:.1f} % "
+            f"({seeds} seed{'s' if seeds != 1 else ''})"
+        )
+    put("tunable params", row["tunable_params"], lambda v: f"{v:,.0f}")
+    put("without head", row["tunable_params_without_head"], lambda v: f"{v:,.0f}")
+    put("epochs", row["epochs_done"], lambda v: f"{v:.0f}")
+    put("wall time", row["wall_time_s"], _duration)
+    put("images/s", row["images_per_s"], lambda v: f"{v:,.0f}")
+    put("peak memory", row["peak_memory_mb"], lambda v: f"{v:,.0f} MB")
+    put("training FLOPs", row["flops"], lambda v: f"{v:.3g}")
+    return pd.DataFrame({"value": list(values.values())}, index=list(values))
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, NaN, or not a number)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
 
 
 def config_lines(config: dict[str, Any]) -> list[str]:

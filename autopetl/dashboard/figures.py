@@ -58,6 +58,32 @@ def _num(value: float, fmt: str, unit: str = "") -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:{fmt}}{unit}"
 
 
+def _layout_title(text: str | None) -> dict | None:
+    """A left-aligned title just above the plot area, clear of plotly's toolbar.
+
+    Plotly draws its toolbar (zoom, pan, download) in the top right corner of the figure on
+    hover; a title at the top of the figure ran under it. Anchored to the plot area's top
+    edge instead, with a top margin that leaves the toolbar its own strip.
+    """
+    if not text:
+        return None
+    return {
+        "text": text,
+        "x": 0,
+        "xref": "paper",
+        "xanchor": "left",
+        "y": 1,
+        "yref": "paper",
+        "yanchor": "bottom",
+        "pad": {"b": 10},
+        "font": {"size": 15},
+    }
+
+
+def _top_margin(title: str | None) -> int:
+    return 72 if title else 34  # the toolbar's strip (about 30 px), plus the title's line
+
+
 def hover_text(row: pd.Series) -> str:
     """The full story of a trial on hover: accuracy, parameters, cost and every config value."""
     lines = [
@@ -93,7 +119,7 @@ def pareto_figure(
     Each point's ``ids`` and ``customdata`` are its ``search/trial_key``. The front trace, named
     :data:`FRONT_TRACE`, holds exactly the non-dominated trials of :func:`data.front`; ``hv``
     steps draw the boundary of the region they dominate. ``published`` points with a parameter
-    count are grey crosses; those without one are dotted horizontal lines.
+    count are grey crosses, named on hover.
     """
     column = ACCURACY_COLUMNS[accuracy]
     rows = plotted(frame, accuracy)
@@ -135,48 +161,42 @@ def pareto_figure(
     _add_published(fig, published)
     label = "validation accuracy (%)" if accuracy == "val" else "test accuracy (%), mean ± std"
     fig.update_layout(
-        title=title,
+        title=_layout_title(title),
         height=height,
         xaxis={"type": "log", "title": PARAMS_AXIS},
         yaxis={"title": label},
         legend={"title": "method"},
-        margin={"l": 10, "r": 10, "t": 50 if title else 20, "b": 10},
+        margin={"l": 10, "r": 10, "t": _top_margin(title), "b": 10},
         hoverlabel={"align": "left"},
     )
     return fig
 
 
 def _add_published(fig: go.Figure, published: Iterable[PublishedPoint]) -> None:
-    points = [p for p in published if p.params]
-    if points:
-        fig.add_trace(
-            go.Scatter(
-                x=[p.params for p in points],
-                y=[100 * p.acc for p in points],
-                mode="markers+text",
-                name="published",
-                text=[p.label for p in points],
-                textposition="top center",
-                textfont={"size": 10, "color": "#555"},
-                hovertext=[
-                    f"<b>{p.label}</b><br>test acc {100 * p.acc:.1f} %<br>"
-                    f"{p.params:,.0f} tunable params (head excluded)"
-                    for p in points
-                ],
-                hoverinfo="text",
-                marker={"symbol": "x", "size": 10, "color": "#777"},
-            )
+    """The papers' points with a parameter count, as grey crosses named on hover.
+
+    Not labelled on the chart: a task has 15-20 published rows within a few points of each other,
+    and their labels (or the dotted lines once drawn for rows without a parameter count) covered
+    the trials. The page lists every published row in a table under the chart.
+    """
+    points = sorted((p for p in published if p.params), key=lambda p: p.params or 0)
+    if not points:
+        return
+    fig.add_trace(
+        go.Scatter(
+            x=[p.params for p in points],
+            y=[100 * p.acc for p in points],
+            mode="markers",
+            name="published (hover)",
+            hovertext=[
+                f"<b>{p.label}</b><br>test acc {100 * p.acc:.1f} %<br>"
+                f"{p.params:,.0f} tunable params (head excluded)"
+                for p in points
+            ],
+            hoverinfo="text",
+            marker={"symbol": "x", "size": 9, "color": "#777"},
         )
-    # A row without a parameter count has no x: a horizontal line at its accuracy.
-    for p in published:
-        if not p.params:
-            fig.add_hline(
-                y=100 * p.acc,
-                line={"dash": "dot", "color": "#999", "width": 1},
-                annotation_text=p.label,
-                annotation_position="top left",
-                annotation_font={"size": 10, "color": "#777"},
-            )
+    )
 
 
 def learning_curve_figure(epochs: pd.DataFrame, title: str | None = None) -> go.Figure:
@@ -201,11 +221,31 @@ def learning_curve_figure(epochs: pd.DataFrame, title: str | None = None) -> go.
         ),
         secondary_y=True,
     )
-    fig.update_layout(title=title, height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(
+        title=_layout_title(title),
+        height=360,
+        margin={"l": 10, "r": 10, "t": _top_margin(title), "b": 10},
+        legend={"orientation": "h", "x": 0, "y": -0.22},
+    )
     fig.update_xaxes(title="epoch", dtick=1)
     fig.update_yaxes(title="validation accuracy (%)", secondary_y=False)
     fig.update_yaxes(title="training loss", secondary_y=True)
     return fig
+
+
+def elapsed_axis(minutes: pd.Series) -> tuple[pd.Series, str]:
+    """Elapsed minutes in the unit that reads best for their span: s, min or h.
+
+    A smoke search lasts seconds and a real one hours; one fixed unit (or wall-clock timestamps,
+    as before) gave ticks in fractions of a millisecond for the first and crowded labels for the
+    second.
+    """
+    span = float(minutes.max()) if len(minutes) else 0.0
+    if span < 2:
+        return minutes * 60.0, "s"
+    if span < 180:
+        return minutes, "min"
+    return minutes / 60.0, "h"
 
 
 def progress_figure(progress: pd.DataFrame, title: str | None = None) -> go.Figure:
@@ -217,14 +257,15 @@ def progress_figure(progress: pd.DataFrame, title: str | None = None) -> go.Figu
         row_heights=[0.65, 0.35],
         vertical_spacing=0.06,
     )
-    times = progress["finished_at"].dt.to_pydatetime().tolist()
+    elapsed, unit = elapsed_axis(progress["elapsed_min"])
+    times = elapsed.tolist()
     for status, color in STATUS_COLORS.items():
         sub = progress[progress["status"] == status]
         if sub.empty:
             continue
         fig.add_trace(
             go.Scatter(
-                x=sub["finished_at"].dt.to_pydatetime().tolist(),
+                x=elapsed[sub.index].tolist(),
                 y=(100 * sub["val_acc"]).tolist(),
                 mode="markers",
                 name=status,
@@ -264,8 +305,12 @@ def progress_figure(progress: pd.DataFrame, title: str | None = None) -> go.Figu
         row=2,
         col=1,
     )
-    fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(
+        title=_layout_title(title),
+        height=520,
+        margin={"l": 10, "r": 10, "t": _top_margin(title), "b": 10},
+    )
     fig.update_yaxes(title="val accuracy (%)", row=1, col=1)
     fig.update_yaxes(title="hypervolume", row=2, col=1)
-    fig.update_xaxes(title="finished at (UTC)", row=2, col=1)
+    fig.update_xaxes(title=f"time since the search started ({unit})", row=2, col=1)
     return fig

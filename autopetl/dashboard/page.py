@@ -29,6 +29,14 @@ DB_ENV = "AUTOPETL_DB"
 REFRESH_S = 5.0  # how often the progress tab re-reads a running search
 ACCURACY_LABELS = {"val": "validation (the search's objective)", "test": "test (evaluated trials)"}
 MAX_SIDE_BY_SIDE = 3
+# Search names and backbones are long ("curves-dsprites_loc-28px", "vit_small_patch14_dinov2
+# (vit_small_patch14_dinov2.safetensors, 28 px)"): a wider sidebar, and chips that show the whole
+# name (Streamlit cuts a multiselect chip at a fixed width with an ellipsis).
+PAGE_CSS = """<style>
+section[data-testid="stSidebar"] { min-width: 360px; }
+section[data-testid="stSidebar"] span[data-baseweb="tag"] { max-width: none; height: auto; }
+section[data-testid="stSidebar"] span[data-baseweb="tag"] span { max-width: none; white-space: normal; }
+</style>"""
 
 
 def render() -> None:
@@ -75,6 +83,7 @@ it runs. To look at another database: `autopetl dashboard --db URL` (or set `AUT
 def _dashboard(store: Store, shown_url: str, url: str | None) -> None:
     searches = store.list_searches()
     tasks = sorted({s.task for s in searches})
+    st.html(PAGE_CSS)
     sidebar = st.sidebar
     sidebar.title("autopetl")
     sidebar.caption(f"database: `{shown_url}`")
@@ -87,6 +96,7 @@ def _dashboard(store: Store, shown_url: str, url: str | None) -> None:
         help="accuracies compare only within one backbone, its weights and input size: every "
         "front, comparison and progress view here stays within the one chosen",
     )
+    sidebar.caption(unit)  # the box cuts a long name; this is it in full
     in_unit = [s for s in searches if describe(s.backbone) == unit]
     of_task = [s for s in in_unit if s.task == task and s.kind == "search"]
     runs = [s for s in in_unit if s.task == task and s.kind == "train"]
@@ -208,19 +218,7 @@ def trial_panel(store: Store, row: pd.Series) -> None:
     with right:
         st.markdown(f"**{row['method']}** · trial `{row['trial_key']}` of `{row['search']}`")
         st.code("\n".join(data.config_lines(row["config"])), language="text")
-        costs = {
-            "val acc (%)": 100 * row["val_acc"],
-            "tunable params": row["tunable_params"],
-            "without head": row["tunable_params_without_head"],
-            "wall time (s)": row["wall_time_s"],
-            "images/s": row["images_per_s"],
-            "peak memory (MB)": row["peak_memory_mb"],
-            "training FLOPs": row["flops"],
-        }
-        if row["test_seeds"]:
-            costs["test acc (%)"] = 100 * row["test_mean"]
-            costs["test std (%)"] = 100 * row["test_std"]
-        st.dataframe(pd.Series(costs, name="value").to_frame(), width="stretch")
+        st.dataframe(data.cost_table(row), width="stretch")
 
 
 # -- Compare --------------------------------------------------------------------------------------
@@ -253,11 +251,23 @@ def compare_tab(
     note = None
     columns = st.columns(min(len(frames), MAX_SIDE_BY_SIDE))
     summary = []
+    published_rows: list[dict[str, object]] = []
     for i, (key, frame) in enumerate(frames.items()):
         group_task = groups[key][0].task
         published: list[figures.PublishedPoint] = []
         if with_published:
             published, note = published_points(group_task)
+            published_rows += [
+                {
+                    "task": group_task,
+                    "published row": p.label,
+                    "test acc (%)": round(100 * p.acc, 1),
+                    "params (M, head excluded)": "not given"
+                    if not p.params
+                    else f"{p.params / 1e6:.3g}",
+                }
+                for p in published
+            ]
         with columns[i % len(columns)]:
             fig = figures.pareto_figure(frame, published=published, title=key, height=420)
             st.plotly_chart(fig, key=f"compare:{key}", width="stretch")
@@ -266,8 +276,8 @@ def compare_tab(
     for row, frame in zip(summary, frames.values(), strict=True):
         best = data.front(frame)
         points = [(a, p) for a, p in zip(best["val_acc"], best["tunable_params"], strict=True)]
-        row["hypervolume"] = hypervolume(points, reference) if points else 0.0
-    st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch")
+        row["hypervolume"] = round(hypervolume(points, reference), 3) if points else 0.0
+    st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch", key="compare_summary")
     st.caption(
         "Hypervolume: log10 parameters, one reference for every column (accuracy 0, 1.1 x the "
         "largest parameter count shown), so the numbers compare."
@@ -277,9 +287,12 @@ def compare_tab(
             note
             or "Published points: test accuracy of ViT-B/16 (ImageNet-21k) after re-training on "
             "train800val200, parameters without the head; grey crosses where the paper gives a "
-            "parameter count, dotted lines where it does not. A reference, not a like-for-like "
-            "comparison with a different backbone or validation accuracy."
+            "parameter count (hover to name them), every row in the table below. A reference, not "
+            "a like-for-like comparison with a different backbone or validation accuracy."
         )
+        if published_rows:
+            unique = pd.DataFrame(published_rows).drop_duplicates()
+            st.dataframe(unique, hide_index=True, width="stretch", key="compare_published_table")
 
 
 def _summary_row(key: str, frame: pd.DataFrame) -> dict[str, object]:
@@ -289,7 +302,7 @@ def _summary_row(key: str, frame: pd.DataFrame) -> dict[str, object]:
         "": key,
         "trials": len(frame),
         "completed": len(plotted),
-        "best val acc (%)": 100 * best_acc,
+        "best val acc (%)": round(100 * best_acc, 1),
         "on the front": len(data.front(frame)),
     }
 

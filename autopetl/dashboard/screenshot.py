@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -38,6 +39,9 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--disable-dev-shm-usage",
     "--hide-scrollbars",
+    # No crash reporter: crashpad's handler is a helper that may outlive the browser.
+    "--disable-breakpad",
+    "--disable-crash-reporter",
 )
 # The count of drawn plotly charts: each draws its axes into an <svg class="main-svg">.
 PLOTS_JS = "document.querySelectorAll('.js-plotly-plot .main-svg').length"
@@ -107,8 +111,12 @@ def capture(
     min_plots: int = 1,
     timeout: float = 90.0,
     settle: float = 2.0,
+    tab: str | None = None,
 ) -> Capture:
     """Open ``url``, wait for ``min_plots`` drawn plotly charts and an idle app, and capture.
+
+    ``tab`` names a tab of the page ("Compare") to show before the capture; the first is shown
+    otherwise.
 
     Raises:
         RuntimeError: Chromium is missing or failed.
@@ -162,6 +170,8 @@ def capture(
                     if plots >= min_plots and not tools.evaluate(RUNNING_JS):
                         break
                     time.sleep(0.5)
+                if tab is not None and not tools.evaluate(_click_tab_js(tab)):
+                    raise RuntimeError(f"the page has no tab named {tab!r}")
                 time.sleep(settle)  # plotly lays out text and legends after the first draw
                 plots = int(tools.evaluate(PLOTS_JS) or 0)
                 shot = tools.call("Page.captureScreenshot", format="png")
@@ -176,21 +186,13 @@ def capture(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url")
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--width", type=int, default=1400)
-    parser.add_argument("--height", type=int, default=1000)
-    args = parser.parse_args(argv)
-    shot = capture(args.url, width=args.width, height=args.height)
-    args.output.write_bytes(shot.png)
-    print(f"{args.output}: {shot.plots} chart(s) drawn")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _click_tab_js(name: str) -> str:
+    """JavaScript that clicks the Streamlit tab labelled ``name``; true if it found one."""
+    return (
+        "(() => { const tab = [...document.querySelectorAll('[role=\"tab\"]')]"
+        f".find(b => b.innerText.trim() === {json.dumps(name)});"
+        " if (tab) { tab.click(); } return Boolean(tab); })()"
+    )
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -212,3 +214,36 @@ def _stop_group(proc: subprocess.Popen) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument(
+        "--tab", help="the tab to show, by its label (e.g. Compare); the first if unset"
+    )
+    args = parser.parse_args(argv)
+    try:
+        urllib.request.urlopen(args.url, timeout=10).close()
+    except (OSError, ValueError) as exc:
+        print(
+            f"screenshot: error: nothing answers at {args.url} ({exc}); start the dashboard "
+            "first (`autopetl dashboard`) and pass the URL it prints",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        shot = capture(args.url, width=args.width, height=args.height, tab=args.tab)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"screenshot: error: {exc}", file=sys.stderr)
+        return 1
+    args.output.write_bytes(shot.png)
+    print(f"{args.output}: {shot.plots} chart(s) drawn")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
