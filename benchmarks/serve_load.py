@@ -60,6 +60,7 @@ def _artifacts(root: Path, spec: Any) -> list[Any]:
                 method=method,
                 config={"method": method},
                 seed=0,
+                seed_test_acc=None,
                 test_acc=None,
                 test_acc_std=None,
                 seeds=1,

@@ -57,6 +57,7 @@ def _artifact(root: Path, name: str, method: str, classes: int) -> ServedTask:
         method=method,
         config={"method": method},
         seed=0,
+        seed_test_acc=None,
         test_acc=None,
         test_acc_std=None,
         seeds=1,

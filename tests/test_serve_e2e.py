@@ -9,7 +9,13 @@ its artifact, which ``autopetl serve --task`` finds through the store.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,6 +25,7 @@ from PIL import Image
 
 from autopetl.cli import main
 from autopetl.methods.io import load_tunable
+from autopetl.serving.app import public_backbone
 from autopetl.serving.catalog import for_tasks
 from autopetl.store import open_store
 from autopetl.tasks import get_task, load_split
@@ -121,6 +128,21 @@ def test_two_tasks_on_one_backbone_match_the_offline_models(server) -> None:
             files={"file": ("x.png", png, "image/png")},
         )
         assert r2.status_code == 200 and r2.json()["top_k"] == body["top_k"][:3]
+        # The CLI's full task name (vtab/dsprites_loc) reaches the same task.
+        r3 = client.post(
+            f"/v1/tasks/{served.task}/predict",
+            params={"k": k},
+            content=png,
+            headers={"content-type": "image/png"},
+        )
+        assert r3.status_code == 200 and r3.json() == body
+    unknown = client.post("/v1/tasks/vtab/dtd/predict", content=png)
+    assert unknown.status_code == 404
+    assert "dsprites_loc, dsprites_ori" in unknown.json()["detail"]
+    # Clients see the backbone's weights by name, never a path on the server.
+    for served in tasks:
+        assert listed[served.key]["backbone"] == public_backbone(served.backbone)
+        assert listed[served.key]["seed_test_acc"] == served.seed_test_acc
     memory = client.get("/v1/backbones/memory").json()
     (stats,) = memory.values()
     assert stats["tasks"] == 2 and stats["saved_bytes"] > 0
@@ -133,3 +155,82 @@ def test_serve_cli_refuses_random_weights_without_smoke_test(evaluated, capsys) 
     assert main(["serve", "--task", "vtab/dtd", "--smoke-test", "--db", evaluated]) == 2
     assert "no evaluated configuration" in capsys.readouterr().err
     assert main(["serve", "--trial", "nocolon", "--smoke-test", "--db", evaluated]) == 2
+
+
+def test_public_backbone_names_the_weights_file_not_its_path() -> None:
+    spec = {"name": "vit_small_patch14_dinov2", "weights": "/srv/models/secret/vits14.safetensors"}
+    assert public_backbone({**spec, "img_size": 224}) == {
+        "name": "vit_small_patch14_dinov2",
+        "weights": "vits14.safetensors",
+        "img_size": 224,
+    }
+    assert public_backbone({"name": "t", "weights": "none"})["weights"] == "none"
+    assert public_backbone({"name": "t", "weights": "hub"})["weights"] == "hub"
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, their children...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_command_stops_cleanly_on_sigterm_and_ctrl_c(evaluated, tmp_path, stop) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["serve", "--task", "vtab/dsprites_loc", "--smoke-test", "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "autopetl", *argv, "--db", evaluated],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RAY_ADDRESS": ""},
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert client.get("/healthz").status_code == 200
+        started = _descendants(proc.pid)
+        assert started, "the server started no Ray processes?"
+        proc.send_signal(stop)
+        assert proc.wait(timeout=90) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    with open_store(evaluated) as store:
+        (served,) = for_tasks(store, ["vtab/dsprites_loc"])
+    # The banner names the served seed's own accuracy.
+    assert f"weights of seed {served.seed} (test acc {100 * served.seed_test_acc:.1f} %)" in text
+    assert "Connecting to existing Serve app" not in text
+    assert "Traceback" not in text and "stopped" in text
+    # Ray's own processes (GCS, raylet, Serve's controller, proxy and replicas) are gone.
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in started if _alive(p)], text

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import signal
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from autopetl.cli._console import console, err_console
 from autopetl.cli.store_cmd import add_db_option
+
+if TYPE_CHECKING:
+    from autopetl.serving import ServedTask
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,20 +116,78 @@ def run(args: argparse.Namespace) -> int:
         limits=ImageLimits(int(args.max_body_mb * 1024 * 1024), args.max_pixels),
     )
     application = build_app(tasks, options)
-    with err_console.status("starting Ray Serve"):
+    with err_console.status("starting Ray Serve"), _quiet_reconnect():
         connect(None, database_url=url)
+        # Serve starts once, with our address; serve.run then reuses that instance (and would
+        # otherwise log that "new http_options will not be applied", which is not the case).
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(application, name="autopetl", route_prefix="/")
     base = f"http://{args.host}:{args.port}"
     for t in tasks:
-        acc = "-" if t.test_acc is None else f"{100 * t.test_acc:.2f}%"
-        console.print(
-            f"serving [bold]{t.key}[/]: {t.method} from {t.search}:{t.trial_key} "
-            f"(seed {t.seed}, test acc {acc}) at {base}/v1/tasks/{t.key}/predict"
-        )
-    console.print(f"API docs at {base}/docs; Ctrl-C stops")
+        console.print(f"serving [bold]{t.key}[/] ({t.task}): {banner(t)}")
+        console.print(f"  POST {base}/v1/tasks/{t.key}/predict")
+    console.print(f"Ray Serve listening on {base}; API docs at {base}/docs; Ctrl-C stops")
+    _serve_until_stopped()
+    return 0
+
+
+def banner(t: ServedTask) -> str:
+    """What is served for a task, with the served seed's own accuracy apart from the mean."""
+    seed = "-" if t.seed_test_acc is None else f"{100 * t.seed_test_acc:.1f} %"
+    text = f"{t.method} from {t.search}:{t.trial_key}, weights of seed {t.seed} (test acc {seed}"
+    if t.test_acc is not None and t.seeds > 1:
+        std = t.test_acc_std or 0.0
+        text += f"; {100 * t.test_acc:.1f} ± {100 * std:.1f} % over {t.seeds} seeds"
+    return text + ")"
+
+
+class _Stop(Exception):
+    """SIGTERM asked the server to stop."""
+
+
+def _serve_until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM, then stop Serve and the Ray instance this command started.
+
+    Ray installs a SIGTERM handler of its own when it starts a local instance: it dumps the
+    stack of every thread, exits with status 1, and leaves Serve's controller and replicas to
+    die with the node a minute later. Ours replaces it, so both signals end the same way:
+    Serve's applications deleted, Ray shut down (a local instance with every process it
+    started; a cluster joined with RAY_ADDRESS is only left), exit status 0.
+    """
+    import ray
+    from ray import serve
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise _Stop
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while True:
             time.sleep(3600)
+    except (KeyboardInterrupt, _Stop):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the cleanup
+        err_console.print("stopping: shutting down Ray Serve and Ray")
     finally:
-        serve.shutdown()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            signal.signal(signal.SIGTERM, previous)
+    err_console.print("stopped")
+
+
+class _ReconnectFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Connecting to existing Serve app")
+
+
+@contextlib.contextmanager
+def _quiet_reconnect() -> Iterator[None]:
+    """Drop Ray Serve's misleading "Connecting to existing Serve app" line (see run)."""
+    logger = logging.getLogger("ray.serve")
+    quiet = _ReconnectFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)

@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,11 +87,14 @@ class TaskInfo(BaseModel):
     search: str
     trial_key: str
     seed: int = Field(description="the evaluation seed whose weights are served")
+    seed_test_acc: float | None = Field(description="that seed's own test accuracy")
     test_acc: float | None = Field(description="mean test accuracy over the evaluated seeds")
     test_acc_std: float | None
     seeds: int
     tunable_params: int | None
-    backbone: dict[str, Any]
+    backbone: dict[str, Any] = Field(
+        description="model name, input size and weights (a file's name, never its path on the server)"
+    )
     deployment: str
 
 
@@ -139,6 +143,15 @@ app = FastAPI(
     description="Top-k predictions of PETL models that share one frozen ViT per backbone.",
     version="1",
 )
+
+
+def public_backbone(backbone: dict[str, Any]) -> dict[str, Any]:
+    """The backbone as clients may see it: a weights file by its name, not its server path."""
+    out = dict(backbone)
+    weights = str(out.get("weights", ""))
+    if weights not in ("hub", "none", ""):
+        out["weights"] = Path(weights).name
+    return out
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -261,11 +274,12 @@ class Ingress:
                     search=t.search,
                     trial_key=t.trial_key,
                     seed=t.seed,
+                    seed_test_acc=t.seed_test_acc,
                     test_acc=t.test_acc,
                     test_acc_std=t.test_acc_std,
                     seeds=t.seeds,
                     tunable_params=t.tunable_params,
-                    backbone=t.backbone,
+                    backbone=public_backbone(t.backbone),
                     deployment=self.deployment_of[t.key],
                 )
                 for t in self.tasks.values()
@@ -281,7 +295,8 @@ class Ingress:
         return out
 
     @app.post(
-        "/v1/tasks/{task}/predict",
+        # :path also matches the CLI's full name (vtab/dsprites_loc), which has a slash.
+        "/v1/tasks/{task:path}/predict",
         response_model=PredictResponse,
         responses=_ERRORS,
         openapi_extra=_PREDICT_BODY,
@@ -292,13 +307,18 @@ class Ingress:
         request: Request,
         k: int = Query(5, ge=1, le=MAX_K, description="labels to return (at most the classes)"),
     ) -> PredictResponse | JSONResponse:
-        served = self.tasks.get(task)
+        served = self.tasks.get(task) or next(
+            (t for t in self.tasks.values() if t.task == task), None
+        )
         if served is None:
+            names = ", ".join(sorted(self.tasks)) or "none"
             return _error(
                 404,
                 "unknown_task",
-                f"task {task!r} is not served; GET /v1/tasks lists the served tasks",
+                f"task {task!r} is not served (served: {names}; the full names, as in "
+                "vtab/dsprites_loc, work too); GET /v1/tasks lists them",
             )
+        task = served.key
         data = await _image_bytes(request, self.limits.max_bytes)
         img_size = int(served.backbone["img_size"])
         # Decoding is CPU work: keep it off the event loop that accepts other requests.

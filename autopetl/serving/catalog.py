@@ -42,6 +42,7 @@ class ServedTask:
         method: The PETL method.
         config: The trial's config (method options and training hyper-parameters).
         seed: The evaluation seed whose artifact is served.
+        seed_test_acc: That seed's own test accuracy (None if unknown).
         test_acc: Mean test accuracy over the evaluated seeds (None if unknown).
         test_acc_std: Its standard deviation over seeds.
         seeds: How many seeds were evaluated.
@@ -60,6 +61,7 @@ class ServedTask:
     method: str
     config: dict[str, Any]
     seed: int
+    seed_test_acc: float | None
     test_acc: float | None
     test_acc_std: float | None
     seeds: int
@@ -96,6 +98,7 @@ def served_task(store: Store, result: ConfigurationResult) -> ServedTask:
     except AutopetlError:
         init = None  # a broken artifact: serving answers 503 for this task, the others serve
     mean = result.mean if math.isfinite(result.mean) else None
+    own = dict(zip(result.seeds, result.test_accs, strict=True)).get(seed)
     return ServedTask(
         key=task_key(result.task),
         task=result.task,
@@ -105,6 +108,7 @@ def served_task(store: Store, result: ConfigurationResult) -> ServedTask:
         method=result.method,
         config=dict(result.config),
         seed=seed,
+        seed_test_acc=own if own is not None and math.isfinite(own) else None,
         test_acc=mean,
         test_acc_std=result.std if mean is not None else None,
         seeds=len(result.seeds),
