@@ -268,6 +268,11 @@ def test_the_same_error_in_the_first_trials_stops_the_search(ray_session, tmp_pa
     assert outcome.status == "failed" and outcome.counts["failed"] == REPEATED_FAILURES
     assert outcome.error is not None and "out of bounds" in outcome.error, outcome.error
     assert "\n" not in outcome.error  # the exception's line, not its traceback
+    # An error of the trial's own code is not retried (retries are for dead workers): each
+    # failed trial ran once, and its record keeps the traceback's last lines.
+    failed = open_store(sqlite_url).trials("broken", "failed")
+    assert [t.attempts for t in failed] == [1] * REPEATED_FAILURES
+    assert all("Traceback" in (t.error or "") and "IndexError" in (t.error or "") for t in failed)
 
 
 def test_a_search_that_finishes_no_trial_exits_non_zero(ray_session, tmp_path, sqlite_url, capsys):

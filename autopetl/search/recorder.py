@@ -158,7 +158,10 @@ class StoreRecorder(Callback):
     ) -> None:
         result = trial.last_result or {}
         if result.get("error"):
-            self._finish(trial, "failed", result, error=str(result["error"]), raised=False)
+            # ``raised``: the trial's code raised (a repeated one stops the search); else its
+            # loss diverged, a property of that configuration alone.
+            raised = bool(result.get("raised"))
+            self._finish(trial, "failed", result, error=str(result["error"]), raised=raised)
             return
         status = "completed" if finished_training(result) else "pruned"
         self._finish(trial, status, result, error=None, raised=False)

@@ -6,8 +6,9 @@ backbone is built once per worker process and kept in :data:`_BACKBONES`, so wit
 as a copy for those that change it (``Method.changes_backbone``), and head-only trials share its
 features (:data:`_FEATURES`). Each epoch is reported to Tune with a checkpoint of the training
 state, so a trial whose worker dies resumes from its last epoch; the last report carries the
-trial's cost figures. A configuration that fails by itself (a NaN loss) reports an ``error``
-instead of raising, so Tune retries only trials whose worker died.
+trial's cost figures. A configuration that fails by itself (a NaN loss, an exception in its
+own code: a bad option, a CUDA out-of-memory) reports an ``error`` instead of raising, so Tune
+retries only trials whose worker or node died (those never reach this code's ``except``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import os
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -77,7 +79,48 @@ def train_config_of(config: dict[str, Any], setup: TrialSetup, device: str) -> T
 
 
 def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> None:
-    """Train one configuration and report every epoch to Ray Tune."""
+    """Train one configuration and report every epoch to Ray Tune.
+
+    An exception of the trial's own (a bad option, a bug, running out of memory) is reported as
+    the trial's ``error``, with ``raised`` set and the traceback's last lines, instead of raised:
+    Tune's retries (``FailureConfig.max_failures``) are for workers and nodes that died, and
+    would otherwise run a configuration that cannot work three times, each on a new worker.
+    """
+    # What the trial knows about itself before training: filled in by _train_trial, and reported
+    # with an error too (Tune requires the objectives' keys in every result).
+    params: dict[str, Any] = {"tunable_params": None, "tunable_params_without_head": None}
+    try:
+        _train_trial(config, data=data, setup=setup, params=params)
+    except Exception as exc:
+        if _device_broken(exc):
+            raise  # the worker's CUDA context is unusable: Tune must replace the worker
+        lines = [line for line in traceback.format_exc().splitlines() if line.strip()]
+        if len(lines) > 12:  # the header, then the innermost frames and the exception
+            lines = [lines[0], "  ...", *lines[-11:]]
+        tune.report(
+            {
+                "epoch": 0,
+                "val_acc": math.nan,
+                **params,
+                "error": "\n".join(lines)[-4000:],
+                "raised": True,
+                "exception": type(exc).__name__,
+            }
+        )
+
+
+def _device_broken(exc: Exception) -> bool:
+    """A CUDA error other than out-of-memory (a device-side assert, an illegal address) leaves
+    the process's CUDA context unusable; a reused worker would fail every later trial."""
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
+    return not isinstance(exc, torch.OutOfMemoryError) and "CUDA error" in str(exc)
+
+
+def _train_trial(
+    config: dict[str, Any], *, data: TaskData, setup: TrialSetup, params: dict[str, Any]
+) -> None:
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     method_name, options, _ = split_config(config)
     gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
@@ -87,11 +130,11 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
     method = build_method(method_name, options)
     # A worker runs one trial at a time, so methods that only read the backbone use it as it is.
     model = attach(backbone, method, seed=setup.seed, copy_backbone=method.changes_backbone)
-    params = {
-        "tunable_params": model.num_tunable(),
-        "tunable_params_without_head": model.num_tunable(include_head=False),
-        "epochs": train_config.epochs,
-    }
+    params.update(
+        tunable_params=model.num_tunable(),
+        tunable_params_without_head=model.num_tunable(include_head=False),
+        epochs=train_config.epochs,
+    )
 
     def report(m: EpochMetrics, state: dict[str, Any] | None = None, **extra: Any) -> None:
         metrics = dict(
