@@ -115,8 +115,9 @@ def _search(name: str, db: str, budget: int, env: dict) -> subprocess.Popen:
 @pytest.mark.slow
 def test_driver_killed_then_resumed_meets_the_budget_exactly(tmp_path, sqlite_url):
     # The CLI starts its own local Ray (never the test session's), so killing it kills it all.
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env |= {"AUTOPETL_HOME": str(tmp_path / "home"), "RAY_AUTH_MODE": "disabled"}
+    # Ray's token mode (autopetl's default for a local instance), as a user runs it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env |= {"AUTOPETL_HOME": str(tmp_path / "home")}
     budget = 8
     first = _search("killme", sqlite_url, budget, env)
     store = open_store(sqlite_url)

@@ -4,8 +4,32 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 
 from autopetl.errors import ConfigError
+
+
+def local_instance_token() -> None:
+    """Make the local Ray instance about to start demand a token known only to this process.
+
+    Ray's gRPC servers (GCS, raylet, workers, the dashboard agent) listen on every interface,
+    and Ray 2.60 has no option to bind them to loopback: without authentication anyone who can
+    reach the machine could run code in the instance. So a local instance runs in Ray's token
+    mode with a fresh random token in this process's environment, which Ray's own processes
+    inherit and nothing writes to disk. A token or mode the user set is kept
+    (``RAY_AUTH_MODE=disabled`` turns it off, as Ray documents).
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if os.environ["RAY_AUTH_MODE"] != "token":
+        return
+    if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray's C++ side read its configuration when ray was imported; reload it so this process
+    # sees the mode and token too (what Ray's own _enable_token_auth does, Ray 2.60).
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def connect(address: str | None, *, database_url: str, num_cpus: int | None = None) -> None:
@@ -22,8 +46,9 @@ def connect(address: str | None, *, database_url: str, num_cpus: int | None = No
         )
     if ray.is_initialized():
         return
-    # Ray 2.60 turns token authentication on by default; a local, single-user instance needs none.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not address:
+        local_instance_token()
+    # A cluster keeps the authentication its `ray start` chose (Ray's default: a token).
     try:
         ray.init(
             # "local" starts a private instance even when `ray start` left a cluster on this
