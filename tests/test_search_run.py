@@ -338,3 +338,21 @@ def test_every_sampler_survives_pickling(sampler):
     study = optuna.create_study(sampler=copy, directions=["maximize", "minimize"])
     study.optimize(lambda t: (t.suggest_categorical("x", [1, 4]), 1.0), n_trials=2)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+def test_no_database_password_in_any_file_ray_writes(ray_session, tmp_path, pg_url):
+    # Tune pickles the searcher (and with it the study's storage) into tuner.pkl and
+    # searcher-state-*.pkl under the storage folder: the database URL must not travel with it.
+    from sqlalchemy.engine import make_url
+
+    password = make_url(pg_url).password
+    assert password
+    space = _space("methods: {linear: {}}\ntrain: {lr: 1.0e-2, epochs: 1}")
+    plan = _plan(tmp_path, "secret", _toy_task(64), space, 2, scheduler="none")
+    assert run_search(plan, open_store(pg_url)).status == "completed"
+    files = [p for p in (tmp_path / "ray").rglob("*") if p.is_file()]
+    assert any(p.name == "tuner.pkl" for p in files) and any(
+        "searcher-state" in p.name for p in files
+    )
+    leaks = [p for p in files if password.encode() in p.read_bytes()]
+    assert not leaks, f"the database password is in {leaks}"

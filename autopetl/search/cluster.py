@@ -26,7 +26,7 @@ def local_instance_token() -> None:
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     # Ray's C++ side read its configuration when ray was imported; reload it so this process
     # sees the mode and token too (what Ray's own _enable_token_auth does, Ray 2.60).
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
@@ -60,6 +60,11 @@ def connect(address: str | None, *, database_url: str, num_cpus: int | None = No
             logging_level=logging.ERROR,
             configure_logging=True,
         )
+    except ray.exceptions.AuthenticationError as exc:
+        raise ConfigError(
+            f"the Ray cluster at {address!r} refused this machine's token: set RAY_AUTH_TOKEN or "
+            "RAY_AUTH_TOKEN_PATH to the cluster's token (docs/CLUSTER.md, Authentication)"
+        ) from exc
     except ConnectionError as exc:
         raise ConfigError(
             f"cannot reach the Ray cluster at {address!r}: {exc}; is `ray start --head` running there?"

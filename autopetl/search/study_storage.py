@@ -36,7 +36,7 @@ class DriverStudyStorage(BaseStorage):
     """A write-through, read-from-memory view of one study in ``database`` (see the module doc)."""
 
     def __init__(self, database: BaseStorage, study_name: str) -> None:
-        self._db = database
+        self._db: BaseStorage | None = database
         self._memory = InMemoryStorage()
         db_study = database.get_study_id_from_name(study_name)
         study = self._memory.create_new_study(
@@ -55,26 +55,44 @@ class DriverStudyStorage(BaseStorage):
             copy = self._memory.create_new_trial(study, template_trial=trial)
             self._trial_ids[copy] = trial._trial_id
 
+    # Ray Tune pickles the searcher, and with it this storage, into tuner.pkl and
+    # searcher-state-*.pkl under --storage. The database storage holds the URL, password
+    # included: it is left out, so no file Ray writes holds a secret. autopetl never restores a
+    # searcher from those files (a resumed search builds a new one, see runner.py); a copy that
+    # was unpickled reads from memory and refuses to write.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_db": None}
+
+    @property
+    def _database(self) -> BaseStorage:
+        if self._db is None:
+            raise SearchConflictError(
+                "this copy of the search's study storage was unpickled without its database "
+                "(the URL is never written to disk); resume the search with `autopetl search "
+                "--resume` instead"
+            )
+        return self._db
+
     # Studies: one, mirrored at construction. Creating or deleting others goes to both.
     def create_new_study(
         self, directions: Sequence[StudyDirection], study_name: str | None = None
     ) -> int:
         study = self._memory.create_new_study(directions, study_name)  # raises if it exists
-        self._study_ids[study] = self._db.create_new_study(
+        self._study_ids[study] = self._database.create_new_study(
             directions, self._memory.get_study_name_from_id(study)
         )
         return study
 
     def delete_study(self, study_id: int) -> None:
-        self._db.delete_study(self._study_ids.pop(study_id))
+        self._database.delete_study(self._study_ids.pop(study_id))
         self._memory.delete_study(study_id)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._db.set_study_user_attr(self._study_ids[study_id], key, value)
+        self._database.set_study_user_attr(self._study_ids[study_id], key, value)
         self._memory.set_study_user_attr(study_id, key, value)
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._db.set_study_system_attr(self._study_ids[study_id], key, value)
+        self._database.set_study_system_attr(self._study_ids[study_id], key, value)
         self._memory.set_study_system_attr(study_id, key, value)
 
     def get_study_id_from_name(self, study_name: str) -> int:
@@ -97,10 +115,10 @@ class DriverStudyStorage(BaseStorage):
 
     # Trials: written to the database first (if that fails, memory never saw it), then to memory.
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        db_trial = self._db.create_new_trial(self._study_ids[study_id], template_trial)
+        db_trial = self._database.create_new_trial(self._study_ids[study_id], template_trial)
         trial = self._memory.create_new_trial(study_id, template_trial)
         self._trial_ids[trial] = db_trial
-        db_number = self._db.get_trial_number_from_id(db_trial)
+        db_number = self._database.get_trial_number_from_id(db_trial)
         if db_number != self._memory.get_trial_number_from_id(trial):
             raise SearchConflictError(
                 f"search {self.get_study_name_from_id(study_id)!r} is being run by another "
@@ -116,7 +134,7 @@ class DriverStudyStorage(BaseStorage):
         param_value_internal: float,
         distribution: BaseDistribution,
     ) -> None:
-        self._db.set_trial_param(
+        self._database.set_trial_param(
             self._trial_ids[trial_id], param_name, param_value_internal, distribution
         )
         self._memory.set_trial_param(trial_id, param_name, param_value_internal, distribution)
@@ -124,21 +142,23 @@ class DriverStudyStorage(BaseStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        self._db.set_trial_state_values(self._trial_ids[trial_id], state, values)
+        self._database.set_trial_state_values(self._trial_ids[trial_id], state, values)
         return self._memory.set_trial_state_values(trial_id, state, values)
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        self._db.set_trial_intermediate_value(self._trial_ids[trial_id], step, intermediate_value)
+        self._database.set_trial_intermediate_value(
+            self._trial_ids[trial_id], step, intermediate_value
+        )
         self._memory.set_trial_intermediate_value(trial_id, step, intermediate_value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._db.set_trial_user_attr(self._trial_ids[trial_id], key, value)
+        self._database.set_trial_user_attr(self._trial_ids[trial_id], key, value)
         self._memory.set_trial_user_attr(trial_id, key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._db.set_trial_system_attr(self._trial_ids[trial_id], key, value)
+        self._database.set_trial_system_attr(self._trial_ids[trial_id], key, value)
         self._memory.set_trial_system_attr(trial_id, key, value)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
