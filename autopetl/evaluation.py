@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopetl.errors import AutopetlError, ConfigError
+from autopetl.names import folder_name
 from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES
 from autopetl.tasks import SplitData, get_task, load_split
 from autopetl.tasks.data import default_cache_dir
@@ -221,13 +222,9 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return {"method": method, **options, **train}
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 def artifact_dir(root: str | Path, search_name: str, trial_key: str, seed: int) -> Path:
-    """Where one run's tunable weights go: ``ROOT/<search>/<trial>/seed<k>``."""
-    return Path(root) / _safe(search_name) / _safe(str(trial_key)) / f"seed{seed}"
+    """Where one run's tunable weights go: ``ROOT/<search>/<trial>/seed<k>``, always in ROOT."""
+    return Path(root) / folder_name(search_name) / folder_name(str(trial_key)) / f"seed{seed}"
 
 
 def plan_evaluation(

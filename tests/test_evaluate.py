@@ -258,3 +258,16 @@ def test_training_without_a_validation_split():
         m_none.tunable_state_dict().values(), m_val.tunable_state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("a/b\\c", "a_b_c", "a%2Fb%5Cc", "a.b", "a_b"), ("..", ".", "", "%", "%25"), ("été", "ete", "e%C3%A9te")],
+)
+def test_artifact_folders_are_inside_the_root_and_never_shared(tmp_path, names):
+    root = tmp_path / "artifacts"
+    folders = [evaluation.artifact_dir(root, name, "0", 0) for name in names]
+    assert len(set(folders)) == len(names)  # no two names share a folder
+    for folder in folders:
+        assert folder.resolve().is_relative_to(root.resolve())
+        assert folder.parent.parent.parent == root  # exactly ROOT/<search>/<trial>/seed0

@@ -204,3 +204,15 @@ def test_searches_show_the_backbone_and_list_train_runs_apart(tmp_path: Path, ca
     assert "(random init, 64 px)" in out and "lr=0.00915" in out and "0.0091453" not in out
     assert main(["trials", "--search", "s-64", "--format", "json", "--db", db]) == 0
     assert json.loads(capsys.readouterr().out)[0]["config"]["lr"] == 0.0091453
+
+
+@pytest.mark.parametrize("name", ["[/]", "[bold]x[/bold]", "a[b", "[red]"])
+def test_markup_in_a_name_is_printed_as_it_is(tmp_path: Path, capsys, name: str) -> None:
+    db = f"sqlite:///{tmp_path / 'markup.db'}"
+    assert main([*SMOKE, "--epochs", "1", "--name", name, "--db", db]) == 0
+    with open_store(db) as store:
+        assert store.get_search(name).status == "completed"  # type: ignore[union-attr]
+    capsys.readouterr()
+    for command in (["searches"], ["trials", "--search", name]):
+        assert main([*command, "--db", db]) == 0
+        assert name in capsys.readouterr().out

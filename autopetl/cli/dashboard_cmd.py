@@ -110,12 +110,12 @@ def run(args: argparse.Namespace) -> int:
     env["AUTOPETL_DB"] = url.render_as_string(hide_password=False)
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     err_console.print(
-        f"autopetl dashboard on [bold]http://{shown_host}:{args.port}[/] "
+        f"autopetl dashboard on http://{shown_host}:{args.port} "
         f"(database {safe_url(url)}; app {app}); Ctrl-C stops it"
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(
-            f"[yellow]warning:[/] bound to {args.host}: anyone who can reach this machine can "
+            f"warning: bound to {args.host}: anyone who can reach this machine can "
             "read the database's results"
         )
     sys.stdout.flush()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autopetl.cli._console import console, err_console
+from autopetl.cli._console import console, err_console, status
 from autopetl.cli._options import add_data_options
 from autopetl.cli.store_cmd import add_db_option
 from autopetl.precision import PRECISION_HELP, PRECISIONS
@@ -138,16 +138,16 @@ def run(args: argparse.Namespace) -> int:
         if use_ray:
             from autopetl.search.cluster import connect
 
-            with err_console.status("starting Ray"):
+            with status("starting Ray"):
                 connect(None, database_url=store.url)
         err_console.print(
-            f"evaluating {len(trials)} configuration(s) of [bold]{args.search}[/] x "
+            f"evaluating {len(trials)} configuration(s) of {args.search} x "
             f"{args.seeds} seed(s): train800val200 -> test"
             + (" (smoke test)" if jobs[0].smoke_test else "")
         )
         failures: list[EvaluationRun] = []
         progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),

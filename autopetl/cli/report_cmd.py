@@ -142,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         table, width = _table(report)
         # Rich never prints wider than its console; a wide table must not be squeezed into 80
         # columns (a pipe or a narrow terminal), so print it on a console as wide as it needs.
-        wide = Console(file=console.file, width=max(console.width, width), highlight=False)
+        wide = Console(
+            file=console.file, width=max(console.width, width), highlight=False, markup=False
+        )
         wide.print(table)
         return 0
     text = to_markdown(report) if args.format == "md" else to_csv(report)

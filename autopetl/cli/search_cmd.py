@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from autopetl.cli._console import console, err_console, interactive
+from autopetl.cli._console import console, err_console, interactive, status
 from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
 from autopetl.errors import ConfigError, SearchConflictError, error_line
 from autopetl.precision import PRECISION_HELP, PRECISIONS
@@ -192,7 +193,7 @@ class LiveView:
         front = non_dominated(self.points, self.points)
         summary = Table.grid(padding=(0, 2))
         summary.add_row(
-            f"[bold]{self.name}[/]",
+            Text(self.name, style="bold"),
             f"finished {done}/{self.budget}",
             f"running {len(self.running)}",
             f"pruned {self.counts['pruned']}",
@@ -304,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         name = base if len(tasks) == 1 else f"{base}-{task.folder}"
         if _already_met(store, name, task, space, spec, args):
             continue
-        with err_console.status(f"preparing {task.name} at {spec.img_size}px"):
+        with status(f"preparing {task.name} at {spec.img_size}px"):
             data = load_task_data(
                 task,
                 spec.img_size,
@@ -338,9 +339,9 @@ def run(args: argparse.Namespace) -> int:
     # Every worker builds this backbone; build it once here first, so that a missing weights
     # file, an unreachable hub or a checkpoint of another model is one line before Ray starts
     # (and hub weights are downloaded once, into the cache the workers read).
-    with err_console.status(f"checking {spec.name} ({spec.weights}) at {spec.img_size}px"):
+    with status(f"checking {spec.name} ({spec.weights}) at {spec.img_size}px"):
         rebuildable_backbone(spec, tasks[0].num_classes)
-    with err_console.status("starting Ray"):
+    with status("starting Ray"):
         connect(args.address, database_url=store.url)
     failed = False
     for plan in plans:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from autopetl.cli._console import console, err_console
+from autopetl.cli._console import console, err_console, status
 from autopetl.cli.store_cmd import add_db_option
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         limits=ImageLimits(int(args.max_body_mb * 1024 * 1024), args.max_pixels),
     )
     application = build_app(tasks, options)
-    with err_console.status("starting Ray Serve"), _quiet_reconnect():
+    with status("starting Ray Serve"), _quiet_reconnect():
         connect(None, database_url=url)
         # Serve starts once, with our address; serve.run then reuses that instance (and would
         # otherwise log that "new http_options will not be applied", which is not the case).
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         serve.run(application, name="autopetl", route_prefix="/")
     base = f"http://{args.host}:{args.port}"
     for t in tasks:
-        console.print(f"serving [bold]{t.key}[/] ({t.task}): {banner(t)}")
+        console.print(f"serving {t.key} ({t.task}): {banner(t)}")
         console.print(f"  POST {base}/v1/tasks/{t.key}/predict")
     console.print(f"Ray Serve listening on {base}; API docs at {base}/docs; Ctrl-C stops")
     _serve_until_stopped()

@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from autopetl.cli._console import console, err_console
@@ -200,9 +199,9 @@ def run_searches(args: argparse.Namespace) -> int:
         for s in searches:
             counts = s.trial_counts
             table.add_row(
-                escape(s.name),
-                escape(f"{s.task} ({s.space_name})"),
-                escape(describe(s.backbone)),
+                s.name,
+                f"{s.task} ({s.space_name})",
+                describe(s.backbone),
                 s.status,
                 f"{counts.get('completed', 0)}/{sum(counts.values())}",
                 _pct(s.best_val_acc),
@@ -217,9 +216,9 @@ def run_searches(args: argparse.Namespace) -> int:
             table.add_column(column, no_wrap=True, justify="right")
         for s in runs:
             table.add_row(
-                escape(s.name),
-                escape(s.task),
-                escape(describe(s.backbone)),
+                s.name,
+                s.task,
+                describe(s.backbone),
                 s.status,
                 _pct(s.best_val_acc),
                 _when(s.created_at),
@@ -269,23 +268,21 @@ def run_trials(args: argparse.Namespace) -> int:
     if not trials:
         err_console.print(f"{title}: none", markup=False)
         return 0
-    table = Table(title=escape(title))
+    table = Table(title=title)
     table.add_column("trial", overflow="fold", min_width=5)
     for column in ("method", "status", "val acc", "params", "epochs", "time"):
         table.add_column(column, no_wrap=column != "status", overflow="fold")
     table.add_column("config", overflow="fold", min_width=12)
     for t in trials:
         table.add_row(
-            escape(t.trial_key),
-            escape(t.method or "-"),
-            escape(
-                t.status + (f" ({error_line(t.error)})" if t.error and t.status == "failed" else "")
-            ),
+            t.trial_key,
+            t.method or "-",
+            t.status + (f" ({error_line(t.error)})" if t.error and t.status == "failed" else ""),
             _pct(t.val_acc),
             _int(t.tunable_params),
             str(t.epochs_done),
             _seconds(t.wall_time_s),
-            escape(_flat(t.config)),
+            _flat(t.config),
         )
     console.print(table)
     return 0

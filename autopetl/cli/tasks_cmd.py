@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rich.table import Table
+from rich.text import Text
 
 from autopetl.cli._console import console
 from autopetl.cli._options import add_data_options
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
             task.group,
             str(task.num_classes),
             data_source(task, root),
-            "[green]yes[/]" if ok else "[red]no[/]",
+            Text("yes", style="green") if ok else Text("no", style="red"),
         )
     console.print(table)
     n_ok = sum(is_available(t, root) for t in TASKS.values())

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autopetl.cli._console import console, err_console, interactive
+from autopetl.cli._console import console, err_console, interactive, status
 from autopetl.cli._options import (
     add_backbone_options,
     add_data_options,
@@ -102,21 +102,21 @@ def run(args: argparse.Namespace) -> int:
     )
     # Open the database first: a bad --db fails before any data is loaded.
     recorder = TrainRecorder.open(args.db, args.name, task=task.name, method=method.name)
-    with err_console.status(f"preparing {task.name} at {spec.img_size}px"):
+    with status(f"preparing {task.name} at {spec.img_size}px"):
         data = load_task_data(
             task,
             spec.img_size,
             data_root=args.data_root,
             train_limit=SMOKE_TRAIN_IMAGES if args.smoke_test else None,
         )
-    with err_console.status(f"building {spec.name} ({spec.weights})"):
+    with status(f"building {spec.name} ({spec.weights})"):
         backbone = build_backbone(spec, task.num_classes)
 
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", markup=False),
         TimeRemainingColumn(),
         console=err_console,
         transient=False,

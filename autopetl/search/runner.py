@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from autopetl.backbones import BackboneSpec, describe
 from autopetl.errors import AutopetlError, ConfigError, SearchConflictError, error_line
+from autopetl.names import folder_name
 from autopetl.pipeline import TaskData
 from autopetl.search.defaults import (
     DEFAULT_GRACE_PERIOD,
@@ -403,7 +404,7 @@ def run_search(
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name=f"{_safe(plan.name)}-{int(time.time())}-{runs}",
+                name=f"{folder_name(plan.name)}-{int(time.time())}-{runs}",
                 storage_path=_storage(plan.storage_path),
                 callbacks=[recorder],
                 verbose=0,
@@ -453,7 +454,3 @@ def _storage(path: Path | str) -> str:
     """URIs go to Ray as they are (pyarrow filesystems); local paths become absolute."""
     text = str(path)
     return text if "://" in text else str(Path(text).expanduser().resolve())
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
