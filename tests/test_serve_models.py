@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -173,3 +174,27 @@ def test_image_limits_and_formats() -> None:
     with pytest.raises(ImageError) as e:
         preprocess(_png(rgb)[:60], 32)
     assert e.value.status == 400
+
+
+def test_long_thin_images_are_refused_before_decoding_or_shrunk_per_side() -> None:
+    import time
+
+    from autopetl.tasks.data import resize_uint8
+
+    # 1 x 16,000,000 is inside --max-pixels (16.8M) but cost 45 s and 6.4 GB to resize once.
+    tall = _png(Image.new("L", (1, 16_000_000)))
+    start = time.perf_counter()
+    with pytest.raises(ImageError) as e:
+        preprocess(tall, 32)
+    assert e.value.status == 413 and e.value.code == "side_too_long"
+    assert time.perf_counter() - start < 1.0  # refused from the header, nothing decoded
+    with pytest.raises(ImageError) as e:
+        preprocess(_png(Image.new("L", (100, 2000))), 32)  # 20:1
+    assert e.value.status == 400 and e.value.code == "bad_aspect_ratio"
+    # 15:1 is accepted; each side is box-filtered by its own factor, close to the full resize.
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3000, 200, 3), dtype=np.uint8)
+    got = preprocess(_png(Image.fromarray(pixels)), 32)
+    full = resize_uint8(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0), 32)[0]
+    assert got.shape == (3, 32, 32)
+    assert (got.int() - full.int()).abs().float().mean() < 3.0

@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-pixels", type=int, default=4096 * 4096, help="largest width x height of an image"
     )
+    p.add_argument("--max-side", type=int, default=8192, help="largest width or height of an image")
+    p.add_argument(
+        "--max-aspect",
+        type=float,
+        default=16.0,
+        help="largest ratio of an image's longer side to its shorter",
+    )
     p.add_argument(
         "--smoke-test",
         action="store_true",
@@ -73,6 +80,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ServeError(f"--port must be in 1..65535, got {args.port}")
     if args.max_body_mb <= 0 or args.max_pixels < 1 or args.batch_wait_ms < 0:
         raise ServeError("--max-body-mb and --max-pixels must be positive, --batch-wait-ms >= 0")
+    if args.max_side < 1 or not args.max_aspect >= 1:
+        raise ServeError("--max-side must be positive and --max-aspect at least 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,7 +122,12 @@ def run(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         max_batch_size=args.max_batch_size,
         batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
-        limits=ImageLimits(int(args.max_body_mb * 1024 * 1024), args.max_pixels),
+        limits=ImageLimits(
+            int(args.max_body_mb * 1024 * 1024),
+            args.max_pixels,
+            max_side=args.max_side,
+            max_aspect=args.max_aspect,
+        ),
     )
     application = build_app(tasks, options)
     with status("starting Ray Serve"), _quiet_reconnect():

@@ -5,8 +5,10 @@ Order of checks, cheapest first, so a hostile request costs as little as possibl
 1. the body is not empty and not over :attr:`ImageLimits.max_bytes` (checked while it streams in);
 2. Pillow identifies the format from the header alone, among :data:`ALLOWED_FORMATS` only (a
    known but refused format such as TIFF is named in the error);
-3. width x height from the header is at most :attr:`ImageLimits.max_pixels`, before any pixel is
-   decoded (decompression bombs);
+3. width x height from the header is at most :attr:`ImageLimits.max_pixels`, each side at most
+   :attr:`ImageLimits.max_side` and the longer side at most :attr:`ImageLimits.max_aspect` times
+   the shorter, before any pixel is decoded (decompression bombs; a 1 x 16,000,000 PNG of 31 KB
+   once took 45 s and 6.4 GB to resize);
 4. the first frame is decoded; a truncated or corrupt file is a client error.
 
 Every failure is an :class:`ImageError` carrying its HTTP status (4xx) and a short code.
@@ -58,10 +60,14 @@ class ImageLimits:
     Attributes:
         max_bytes: Largest request body (the image, or the whole multipart form).
         max_pixels: Largest width x height, read from the header before decoding.
+        max_side: Largest width or height.
+        max_aspect: Largest ratio of the longer side to the shorter.
     """
 
     max_bytes: int = 8 * 1024 * 1024
     max_pixels: int = 4096 * 4096
+    max_side: int = 8192
+    max_aspect: float = 16.0
 
 
 def _format_name(data: bytes) -> str | None:
@@ -116,6 +122,20 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
                 f"the image is {width}x{height} = {width * height} pixels; "
                 f"at most {limits.max_pixels} are accepted",
             )
+        if max(width, height) > limits.max_side:
+            raise ImageError(
+                413,
+                "side_too_long",
+                f"the image is {width}x{height} pixels; each side may be at most "
+                f"{limits.max_side}",
+            )
+        if max(width, height) > limits.max_aspect * min(width, height):
+            raise ImageError(
+                400,
+                "bad_aspect_ratio",
+                f"the image is {width}x{height} pixels; the longer side may be at most "
+                f"{limits.max_aspect:g} times the shorter (crop it first)",
+            )
         try:
             with warnings.catch_warnings():
                 # Pillow's own bomb check warns between 1x and 2x its limit: make it an error too.
@@ -150,13 +170,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def to_tensor(img: Image.Image, img_size: int) -> torch.Tensor:
     """RGB image to uint8 [3, S, S]: the same antialiased resize as the task data (squashing).
 
-    Very large images are first shrunk by an integer box filter to at least twice the target
-    size, which bounds the float buffer of the final resize; images of at most 4x the target
-    side go through exactly the training data's :func:`~autopetl.tasks.data.resize_uint8`.
+    Very large images are first shrunk by an integer box filter, each side on its own, to at
+    least twice the target size, which bounds the float buffer of the final resize (one factor
+    from the shorter side skipped the filter for long thin images); images of at most 4x the
+    target side go through exactly the training data's :func:`~autopetl.tasks.data.resize_uint8`.
     """
-    factor = min(img.size) // (2 * img_size)
-    if max(img.size) > 4 * img_size and factor >= 2:
-        img = img.reduce(factor)
+    if max(img.size) > 4 * img_size:
+        factors = tuple(max(1, side // (2 * img_size)) for side in img.size)
+        if max(factors) >= 2:
+            img = img.reduce(factors)
     arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
     return resize_uint8(arr.unsqueeze(0), img_size)[0].contiguous()
 
