@@ -126,9 +126,28 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device this machine has.
+
+    Raises:
+        ConfigError: Not a device name, or a GPU this machine does not have.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count()
+        index = resolved.index or 0
+        if index >= count:
+            has = f"{count} GPU(s) (cuda:0-cuda:{count - 1})" if count else "no GPU"
+            raise ConfigError(f"--device {device}: this machine has {has}")
+    elif resolved.type != "cpu":
+        raise ConfigError(f"--device {device!r}: only cpu and cuda are supported")
+    return resolved
 
 
 def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:

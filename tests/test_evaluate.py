@@ -262,7 +262,11 @@ def test_training_without_a_validation_split():
 
 @pytest.mark.parametrize(
     "names",
-    [("a/b\\c", "a_b_c", "a%2Fb%5Cc", "a.b", "a_b"), ("..", ".", "", "%", "%25"), ("été", "ete", "e%C3%A9te")],
+    [
+        ("a/b\\c", "a_b_c", "a%2Fb%5Cc", "a.b", "a_b"),
+        ("..", ".", "", "%", "%25"),
+        ("été", "ete", "e%C3%A9te"),
+    ],
 )
 def test_artifact_folders_are_inside_the_root_and_never_shared(tmp_path, names):
     root = tmp_path / "artifacts"

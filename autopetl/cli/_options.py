@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,48 @@ import yaml
 
 from autopetl.backbones import DEFAULT_BACKBONE, SMOKE_BACKBONE, BackboneSpec
 from autopetl.errors import ConfigError
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``; anything else is argparse's one-line
+    error (a 70-bit seed, a budget of 1e30 or -1 failed late, inside SQLite or Ray, before)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {text!r}"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float, *, above_low: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high] with ``above_low``)."""
+    shown = f"{'above' if above_low else 'from'} {low:g} {'and at most' if above_low else 'to'} {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {shown}, got {text!r}") from None
+        if (
+            not math.isfinite(value)
+            or not (low < value if above_low else low <= value)
+            or value > high
+        ):
+            raise argparse.ArgumentTypeError(f"must be a number {shown}, got {text}")
+        return value
+
+    return parse
+
+
+SEED = int_in(0, 2**32 - 1)  # numpy and torch seeds
+IMG_SIZE = int_in(8, 4096)
 
 
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +65,7 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
         "--weights", default=None, help="hub (default), a local weights file, or none (random init)"
     )
     group.add_argument(
-        "--img-size", type=int, default=None, help="input side in pixels (default 224)"
+        "--img-size", type=IMG_SIZE, default=None, help="input side in pixels, 8-4096 (default 224)"
     )
 
 
@@ -71,6 +115,7 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         try:
             values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: cannot read value {raw!r}") from exc
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of 5,000 digits
+            shown = raw if len(raw) <= 40 else f"{raw[:20]}...({len(raw)} characters)"
+            raise ConfigError(f"--set {key}: cannot read value {shown!r}") from exc
     return values

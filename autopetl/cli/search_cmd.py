@@ -14,7 +14,14 @@ from rich.table import Table
 from rich.text import Text
 
 from autopetl.cli._console import console, err_console, interactive, status
-from autopetl.cli._options import add_backbone_options, add_data_options, backbone_spec
+from autopetl.cli._options import (
+    SEED,
+    add_backbone_options,
+    add_data_options,
+    backbone_spec,
+    float_in,
+    int_in,
+)
 from autopetl.errors import ConfigError, SearchConflictError, error_line
 from autopetl.precision import PRECISION_HELP, PRECISIONS
 from autopetl.search.defaults import (
@@ -48,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--budget",
-        type=int,
+        type=int_in(1, 100_000),
         default=64,
         help="trials to finish per task (completed or stopped early); failed trials do not count",
     )
@@ -57,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="default",
         help="a file in search_spaces/ (default) or a path to a YAML space",
     )
-    p.add_argument("--epochs", type=int, default=None, help="override the space's epochs")
+    p.add_argument(
+        "--epochs", type=int_in(1, 10_000), default=None, help="override the space's epochs"
+    )
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the space's (tpe)")
     p.add_argument(
         "--scheduler",
@@ -68,30 +77,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--grace-period",
-        type=int,
+        type=int_in(1, 10_000),
         default=DEFAULT_GRACE_PERIOD,
         help=f"epochs before a trial can be stopped (default {DEFAULT_GRACE_PERIOD})",
     )
     p.add_argument(
         "--reduction-factor",
-        type=float,
+        type=float_in(1, 100, above_low=True),
         default=DEFAULT_REDUCTION_FACTOR,
         help=f"keep about 1 in this many trials at each rung (default {DEFAULT_REDUCTION_FACTOR:g})",
     )
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--cpus-per-trial", type=float_in(0, 1024, above_low=True), default=1.0)
     p.add_argument(
-        "--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25"
+        "--gpus-per-trial",
+        type=float_in(0, 64),
+        default=0.0,
+        help="fractions share a GPU, e.g. 0.25",
     )
-    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("--max-concurrent", type=int_in(1, 10_000), default=None)
     p.add_argument(
         "--max-failed",
-        type=int,
+        type=int_in(1, 1_000_000),
         default=None,
         help="give up after this many failed trials (default: the budget)",
     )
     p.add_argument(
         "--max-retries",
-        type=int,
+        type=int_in(0, 100),
         default=2,
         help="restarts of a trial whose worker or node died; it resumes from its last epoch",
     )
@@ -115,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="where trial checkpoints live: a path every node shares, or a URI (s3://..., gs://...)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--smoke-test",
         action="store_true",
@@ -255,7 +267,7 @@ def _fmt(value: object) -> str:
 def run(args: argparse.Namespace) -> int:
     from autopetl.methods.io import rebuildable_backbone
     from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
-    from autopetl.search.cluster import connect
+    from autopetl.search.cluster import check_trial_fits, connect
     from autopetl.search.runner import SearchPlan, run_search
     from autopetl.search.space import load_space, with_epochs
     from autopetl.store import default_db_path, open_store
@@ -343,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
         rebuildable_backbone(spec, tasks[0].num_classes)
     with status("starting Ray"):
         connect(args.address, database_url=store.url)
+        check_trial_fits(args.cpus_per_trial, args.gpus_per_trial)
     failed = False
     for plan in plans:
         view = LiveView.resuming(plan.name, plan.budget, store)

@@ -12,12 +12,16 @@ from rich.table import Table
 
 from autopetl.cli._console import console, err_console, interactive, status
 from autopetl.cli._options import (
+    SEED,
     add_backbone_options,
     add_data_options,
     backbone_spec,
+    float_in,
+    int_in,
     parse_set_options,
 )
 from autopetl.cli.store_cmd import TrainRecorder, add_db_option
+from autopetl.errors import ConfigError
 from autopetl.precision import PRECISION_HELP, PRECISIONS
 from autopetl.tasks import get_task
 
@@ -43,12 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a method option, e.g. --set deep=true --set prompt_length=10",
     )
-    parser.add_argument("--epochs", type=int, default=None, help="default 10 (2 with --smoke-test)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument(
+        "--epochs", type=int_in(1, 10_000), default=None, help="default 10 (2 with --smoke-test)"
+    )
+    parser.add_argument("--lr", type=float_in(0, 1000, above_low=True), default=1e-3)
+    parser.add_argument("--weight-decay", type=float_in(0, 10), default=1e-4)
     parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int_in(1, 65_536), default=64)
+    parser.add_argument("--warmup-epochs", type=float_in(0, 10_000), default=1.0)
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -56,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=PRECISION_HELP,
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument(
         "--output",
         type=Path,
@@ -78,14 +84,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _check_output(folder: Path) -> None:
+    """Make sure the weights can be written before training starts (not lost after it)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--output {folder}: cannot write there ({exc.strerror or exc}); choose a folder "
+            "you can write to"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)  # an unknown task: one line, before torch loads
     from autopetl.backbones import build_backbone, describe
     from autopetl.methods import build_method
     from autopetl.methods.io import save_tunable
     from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
-    from autopetl.training import TrainConfig
+    from autopetl.training import TrainConfig, resolve_device
 
+    resolve_device(args.device)  # a GPU this machine lacks: one line, before any data loads
+    if args.output is not None:
+        _check_output(args.output)
     method = build_method(args.method, parse_set_options(args.set_options))
     spec = backbone_spec(args)
     epochs = args.epochs if args.epochs is not None else (2 if args.smoke_test else 10)

@@ -15,6 +15,7 @@ Methods never import Optuna, Ray or the store: search spaces are data (search_sp
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+MAX_INT_OPTION = 10_000
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check one value against its annotation; ints are accepted where floats are expected."""
     origin = get_origin(hint)
@@ -78,10 +82,16 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
+        # Every integer option is a size (prompts, rank, dim, depth, blocks): one of 1e10 once
+        # reached the allocator and failed there with a 10 TB request.
+        if not 0 <= value <= MAX_INT_OPTION:
+            raise ConfigError(f"{key} must be from 0 to {MAX_INT_OPTION}, got {value}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -32,6 +32,29 @@ def local_instance_token() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def check_trial_fits(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """Refuse, at once, a trial the connected Ray cannot place (Tune would wait for it forever).
+
+    Counted on the largest node, since one trial runs on one node. A cluster that autoscales may
+    add nodes later; it reports them only once they exist, so its biggest node type must be up.
+    """
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    most_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    if gpus_per_trial > most_gpus:
+        has = f"at most {most_gpus:g} GPU(s) on one node" if most_gpus else "no GPU"
+        raise ConfigError(
+            f"--gpus-per-trial {gpus_per_trial:g}: the Ray {'cluster' if len(nodes) > 1 else 'instance'} "
+            f"has {has}; lower it (fractions share a GPU) or join a cluster with --address"
+        )
+    if cpus_per_trial > most_cpus:
+        raise ConfigError(
+            f"--cpus-per-trial {cpus_per_trial:g}: the largest Ray node has {most_cpus:g} CPUs"
+        )
+
+
 def connect(address: str | None, *, database_url: str, num_cpus: int | None = None) -> None:
     """Start a local Ray instance, or join the cluster at ``address`` (``auto`` or HOST:PORT).
 

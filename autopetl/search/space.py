@@ -173,14 +173,77 @@ def resolve_space_path(space: str | Path) -> Path:
     raise SpaceError(f"search space {str(space)!r} not found: give a YAML file or one of: {known}")
 
 
+# A space is a page of YAML; anything far larger is a mistake or an attack (billion laughs).
+MAX_SPACE_BYTES = 256 * 1024
+MAX_SPACE_DEPTH = 16
+
+
+class _SpaceLoader(yaml.SafeLoader):
+    """YAML as a space needs it: no aliases (``&a``/``*a`` expand into billions of nodes, or
+    recurse), no duplicate keys (the second silently won), and no nesting deeper than a space
+    has (a 100k-deep file hit Python's recursion limit)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases (*name) are not allowed in a search space", event.start_mark
+            )
+        depth = getattr(self, "_depth", 0) + 1
+        if depth > MAX_SPACE_DEPTH:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"nested deeper than {MAX_SPACE_DEPTH} levels",
+                self.peek_event().start_mark,
+            )
+        self._depth = depth
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth - 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_space_yaml(path: Path) -> Any:
+    """The YAML of a space file, every way it can be unreadable a SpaceError."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPACE_BYTES:
+            raise SpaceError(
+                f"{path}: {size} bytes; a search space is at most {MAX_SPACE_BYTES // 1024} KiB"
+            )
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpaceError(f"{path}: not UTF-8 text (a binary or UTF-16 file?)") from None
+    if "\x00" in text:
+        raise SpaceError(f"{path}: not a text file (it holds NUL bytes)")
+    try:
+        return yaml.load(text, Loader=_SpaceLoader)
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: nested too deeply to be a search space") from None
+
+
 def load_space(space: str | Path) -> SearchSpace:
     """Read and validate a space file; every mistake is a SpaceError naming the file and key."""
     path = resolve_space_path(space)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    return parse_space(data, name=path.stem, where=str(path))
+    return parse_space(read_space_yaml(path), name=path.stem, where=str(path))
 
 
 def parse_space(data: Any, *, name: str, where: str) -> SearchSpace:
@@ -292,9 +355,11 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
     low, high, log, step = (
         spec.get("low"),
         spec.get("high"),
-        bool(spec.get("log", False)),
+        spec.get("log", False),
         spec.get("step"),
     )
+    if not isinstance(log, bool):  # 'no' in quotes is a string, and bool('no') is True
+        raise SpaceError(f"{at}: log must be true or false, got {log!r}")
     for label, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise SpaceError(f"{at}: {label} must be a finite number, got {v!r}")
@@ -306,6 +371,13 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
         raise SpaceError(f"{at}: a log range needs low > 0, got {low}")
     if log and step is not None:
         raise SpaceError(f"{at}: step and log cannot be combined")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step):
+            raise SpaceError(f"{at}: step must be a finite number, got {step!r}")
+        if not 0 < step <= high - low:
+            raise SpaceError(f"{at}: step must be above 0 and at most high - low, got {step}")
+        if kind == "int" and not float(step).is_integer():
+            raise SpaceError(f"{at}: an int range needs an integer step, got {step}")
     return Param(name, kind, low=low, high=high, log=log, step=step)
 
 

@@ -126,8 +126,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             raise ImageError(
                 413,
                 "side_too_long",
-                f"the image is {width}x{height} pixels; each side may be at most "
-                f"{limits.max_side}",
+                f"the image is {width}x{height} pixels; each side may be at most {limits.max_side}",
             )
         if max(width, height) > limits.max_aspect * min(width, height):
             raise ImageError(
@@ -176,7 +175,8 @@ def to_tensor(img: Image.Image, img_size: int) -> torch.Tensor:
     target side go through exactly the training data's :func:`~autopetl.tasks.data.resize_uint8`.
     """
     if max(img.size) > 4 * img_size:
-        factors = tuple(max(1, side // (2 * img_size)) for side in img.size)
+        width, height = img.size
+        factors = (max(1, width // (2 * img_size)), max(1, height // (2 * img_size)))
         if max(factors) >= 2:
             img = img.reduce(factors)
     arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
