@@ -284,3 +284,39 @@ def test_hypervolume_edge_cases() -> None:
     assert hypervolume([(0.5, 10.0), (0.4, 20.0)], (0.0, 30.0), log_params=False) == 10.0
     assert hypervolume([(0.5, 40.0)], (0.0, 30.0), log_params=False) == 0.0
     assert hypervolume([(math.nan, 1.0), (0.5, 10.0)], (0.0, 30.0), log_params=False) == 10.0
+
+
+def test_a_name_is_claimed_by_exactly_one_of_many_writers(db_url):
+    # Two `train --name dup` runs at once both passed a check-then-write and shared one row;
+    # create_only is one INSERT ... ON CONFLICT DO NOTHING: one claim wins, the others are told.
+    import threading
+
+    from autopetl.store import StoreError
+
+    open_store(db_url).close()  # the schema first, so the writers race on the row only
+    stores = [open_store(db_url) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    won: list[int] = []
+    refused: list[str] = []
+
+    def claim(store, i: int) -> None:
+        barrier.wait()
+        try:
+            store.upsert_search(
+                "dup", "vtab/dsprites_loc", "train", {}, {"run": i}, create_only=True
+            )
+            won.append(i)
+        except StoreError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=claim, args=(s, i)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == len(stores) - 1
+    assert all("already exists" in r for r in refused)
+    (search,) = stores[0].list_searches()
+    assert search.backbone == {"run": won[0]}  # the winner's row, untouched by the others
+    for s in stores:
+        s.close()

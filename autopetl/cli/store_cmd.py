@@ -375,6 +375,9 @@ class TrainRecorder:
         train_config: dict[str, Any],
         options: dict[str, Any],
     ) -> None:
+        # Claimed atomically: `open` checked the name early for a quick error, but two runs
+        # started at once both pass that check (and once shared one row, B's config with A's
+        # accuracy); here exactly one of them gets the name, before either trains.
         self.store.upsert_search(
             self.name,
             self.task,
@@ -383,6 +386,7 @@ class TrainRecorder:
             backbone,
             budget=1,
             options={"command": "train", **options},
+            create_only=True,
         )
         config = {"method": self.method, "method_config": method_config, "train": train_config}
         self.store.upsert_trial(

@@ -147,8 +147,12 @@ class Store(StoreReads):
         space_text: str | None = None,
         weights_source: str | None = None,
         code_version: str | None = None,
+        create_only: bool = False,
     ) -> int:
         """Create or update the search ``name`` and return its id.
+
+        With ``create_only`` the name is claimed atomically: if a search of that name exists
+        (or another process creates one at the same moment), StoreError and nothing is changed.
 
         ``space_sha256`` is the SHA-256 of ``space_text`` (the YAML as written) when given, else of
         the space's canonical JSON; a driver resuming a search can compare it to refuse a changed
@@ -177,6 +181,14 @@ class Store(StoreReads):
         }
         with self._write() as conn:
             stmt = self._insert(conn, SearchModel).values(**values)
+            if create_only:
+                # One statement: of two writers claiming one name, exactly one gets a row back.
+                claimed = conn.scalar(
+                    stmt.on_conflict_do_nothing(index_elements=["name"]).returning(SearchModel.id)
+                )
+                if claimed is None:
+                    raise StoreError(f"a search named {name!r} already exists; pick another name")
+                return int(claimed)
             set_ = {k: stmt.excluded[k] for k in values if k not in ("name", "created_at")}
             if status != "running":  # a replayed "finished" keeps the first finish time
                 set_["finished_at"] = func.coalesce(SearchModel.finished_at, now)
