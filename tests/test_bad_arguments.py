@@ -33,6 +33,7 @@ def _exit_code(argv: list[str]) -> int:
     [
         ([*SEARCH, "--budget", "1e30"], "--budget"),
         ([*SEARCH, "--budget", "-1"], "--budget"),
+        ([*SEARCH, "--budget", "0"], "--budget"),
         ([*SEARCH, "--max-failed", "-1"], "--max-failed"),
         ([*SEARCH, "--cpus-per-trial", "nan"], "--cpus-per-trial"),
         ([*SEARCH, "--gpus-per-trial", "-1"], "--gpus-per-trial"),

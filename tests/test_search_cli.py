@@ -18,7 +18,6 @@ from autopetl.store import open_store
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--task", "vtab/dsprites_loc", "--budget", "0"], "--budget must be at least 1"),
         (["--task", "vtab/eurosat"], "--data-root"),
         (["--task", "vtab/nope"], "unknown task"),
         (["--task", "vtab/dsprites_loc", "--space", "nope"], "search space 'nope' not found"),

@@ -356,3 +356,35 @@ def test_no_database_password_in_any_file_ray_writes(ray_session, tmp_path, pg_u
     )
     leaks = [p for p in files if password.encode() in p.read_bytes()]
     assert not leaks, f"the database password is in {leaks}"
+
+
+def test_a_second_driver_is_refused_before_it_touches_the_search(tmp_path, db_url):
+    # Two drivers on one search once crashed one of them and left a trial stuck running.
+    import subprocess
+    import sys
+
+    from autopetl.errors import SearchConflictError
+    from autopetl.search.runner import open_search
+    from autopetl.store import driver_id
+
+    store = open_store(db_url)
+    space = _space("methods: {linear: {}}\ntrain: {lr: 1.0e-2, epochs: 1}")
+    plan = _plan(tmp_path, "one", _toy_task(64), space, 2)
+    first = driver_id()
+    open_search(store, plan, first)
+    store.upsert_trial("one", "0", number=0, method="linear", status="running")
+    before = store.get_search("one")
+    with pytest.raises(SearchConflictError, match="being run by another driver"):
+        open_search(store, _plan(tmp_path, "one", _toy_task(64), space, 5), driver_id())
+    after = store.get_search("one")
+    assert (after.budget, after.status) == (before.budget, before.status) == (2, "running")
+    assert [t.status for t in store.trials("one")] == ["running"]  # not marked failed by it
+    # Given back, the search is free again; a holder on this machine whose process died
+    # (a SIGKILLed driver) is taken over at once, without waiting for its lease to lapse.
+    store.release_driver_lease("one", first)
+    dead = subprocess.run(
+        [sys.executable, "-c", "from autopetl.store import driver_id; print(driver_id())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert store.take_driver_lease("one", dead, 30.0) is None
+    assert store.take_driver_lease("one", driver_id(), 30.0) is None

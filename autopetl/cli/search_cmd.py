@@ -276,12 +276,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = resolve_tasks(args.task)
     space = load_space(args.space)
     epochs = args.epochs if args.epochs is not None else (SMOKE_EPOCHS if args.smoke_test else None)
-    if epochs is not None:
-        if epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    if epochs is not None:  # argparse checked --epochs and --budget (_options.int_in)
         space = with_epochs(space, epochs)
-    if args.budget < 1:
-        raise ConfigError(f"--budget must be at least 1 trial, got {args.budget}")
     if args.resume and not args.name:
         raise ConfigError(
             "--resume needs --name NAME of the search to continue (`autopetl searches` lists them)"

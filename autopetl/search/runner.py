@@ -13,13 +13,14 @@ shared/ARCHITECTURE.md for why ``Tuner.restore`` is not used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,9 +293,27 @@ def _stored_epochs(search: SearchRecord) -> int | None:
         return None
 
 
-def open_search(store: Store, plan: SearchPlan) -> None:
-    """Create the search record, or check that an existing one is the same search."""
+# The driver's lease on its search: renewed every third of it, so a driver that dies frees its
+# search within this long (at once when it ran on this machine, whose pids tell).
+LEASE_TTL_S = 30.0
+
+
+def open_search(store: Store, plan: SearchPlan, driver: str) -> None:
+    """Create the search record, or check that an existing one is the same search; either way
+    take the search's driver lease for ``driver`` before changing anything.
+
+    Raises:
+        SearchConflictError: The stored search differs, or another live driver runs it.
+    """
+    from autopetl.store import StoreError
+
+    values = _search_values(plan)
     existing = store.get_search(plan.name)
+    if existing is None:
+        try:
+            store.upsert_search(**values, create_only=True)
+        except StoreError:  # another driver created it a moment ago
+            existing = store.get_search(plan.name)
     if existing is not None:
         conflicts = resume_conflicts(
             existing,
@@ -305,12 +324,23 @@ def open_search(store: Store, plan: SearchPlan) -> None:
         )
         if conflicts:
             raise SearchConflictError(conflict_message(plan.name, conflicts))
-    store.upsert_search(
-        plan.name,
-        plan.data.task.name,
-        plan.space.name,
-        plan.space.source,
-        plan.backbone.to_dict(),
+    other = store.take_driver_lease(plan.name, driver, LEASE_TTL_S)
+    if other is not None:
+        holder, until = other
+        raise SearchConflictError(
+            f"search {plan.name!r} is being run by another driver ({holder}, its lease renewed "
+            f"until {until:%H:%M:%S} UTC); wait for it to finish, stop it, or pick another --name"
+        )
+    store.upsert_search(**values)
+
+
+def _search_values(plan: SearchPlan) -> dict[str, Any]:
+    return dict(
+        name=plan.name,
+        task=plan.data.task.name,
+        space_name=plan.space.name,
+        space=plan.space.source,
+        backbone=plan.backbone.to_dict(),
         budget=plan.budget,
         options=plan.options
         | {
@@ -324,16 +354,57 @@ def open_search(store: Store, plan: SearchPlan) -> None:
     )
 
 
+@contextlib.contextmanager
+def _lease_kept(store: Store, name: str, driver: str) -> Iterator[None]:
+    """Renew the driver's lease while the block runs; give it back after."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LEASE_TTL_S / 3):
+            try:
+                other = store.take_driver_lease(name, driver, LEASE_TTL_S)
+            except Exception as exc:  # the database is away for a moment: try again
+                log.warning("search %s: could not renew the driver lease: %s", name, exc)
+                continue
+            if other is not None:
+                log.error("search %s: another driver (%s) took over its lease", name, other[0])
+
+    thread = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        try:
+            store.release_driver_lease(name, driver)
+        except Exception as exc:  # it lapses by itself
+            log.warning("search %s: could not release the driver lease: %s", name, exc)
+
+
 def run_search(
     plan: SearchPlan, store: Store, on_event: Callable[[TrialEvent], None] | None = None
 ) -> SearchOutcome:
     """Run (or continue) a search until ``plan.budget`` trials have finished. Ray must be initialised."""
-    from ray import tune
+    from autopetl.store import driver_id
 
     _tune_environment(plan)
     start = time.perf_counter()
     _quiet_optuna()
-    open_search(store, plan)
+    driver = driver_id()
+    open_search(store, plan, driver)
+    with _lease_kept(store, plan.name, driver):
+        return _run_leased(plan, store, on_event, start)
+
+
+def _run_leased(
+    plan: SearchPlan,
+    store: Store,
+    on_event: Callable[[TrialEvent], None] | None,
+    start: float,
+) -> SearchOutcome:
+    from ray import tune
+
     # The study is created once here, before any worker starts (parallel creation races).
     storage = store.optuna_storage()
     sampler = make_sampler(plan.sampler, plan.space, plan.seed)

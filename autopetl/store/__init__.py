@@ -17,7 +17,7 @@ from autopetl.store.records import (
     SearchRecord,
     TrialRecord,
 )
-from autopetl.store.store import Store, database_exists, open_store, optuna_storage
+from autopetl.store.store import Store, database_exists, driver_id, open_store, optuna_storage
 
 __all__ = [
     "ArtifactRecord",
@@ -30,6 +30,7 @@ __all__ = [
     "TrialRecord",
     "database_exists",
     "default_db_path",
+    "driver_id",
     "hypervolume",
     "non_dominated",
     "open_store",

@@ -63,6 +63,9 @@ class SearchModel(_Timestamps, Base):
     status: Mapped[str] = mapped_column(String(16))
     code_version: Mapped[str] = mapped_column(String(64))
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The driver running the search and until when its lease holds (revision 0003).
+    driver: Mapped[str | None] = mapped_column(String(255))
+    driver_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TrialModel(_Timestamps, Base):

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,6 +195,50 @@ class Store(StoreReads):
                 set_["finished_at"] = func.coalesce(SearchModel.finished_at, now)
             stmt = stmt.on_conflict_do_update(index_elements=["name"], set_=set_)
             return conn.scalar(stmt.returning(SearchModel.id))  # type: ignore[return-value]
+
+    def take_driver_lease(
+        self, name: str, driver: str, ttl_s: float
+    ) -> tuple[str, datetime] | None:
+        """Take (or renew) the lease of the one driver that runs the search ``name``.
+
+        One UPDATE that succeeds only where no other driver holds a live lease, so of two
+        drivers starting one search, one gets it. A lease lapses ``ttl_s`` after its last
+        renewal; a holder on this machine whose process is gone is taken over at once.
+
+        Returns:
+            None when ``driver`` holds the lease now, else (holder, until) of the other driver.
+        """
+        now = utcnow()
+        until = now + timedelta(seconds=ttl_s)
+        with self._write() as conn:
+            find_search_id(conn, name)
+            current = conn.execute(
+                select(SearchModel.driver, SearchModel.driver_until).where(SearchModel.name == name)
+            ).one()
+            free = (
+                SearchModel.driver.is_(None)
+                | (SearchModel.driver == driver)
+                | (SearchModel.driver_until < now)
+            )
+            if current.driver and current.driver != driver and _holder_is_dead(current.driver):
+                free = free | (SearchModel.driver == current.driver)
+            taken = conn.execute(
+                update(SearchModel)
+                .where(SearchModel.name == name, free)
+                .values(driver=driver, driver_until=until)
+            ).rowcount
+        if taken == 1:
+            return None
+        return str(current.driver), current.driver_until
+
+    def release_driver_lease(self, name: str, driver: str) -> None:
+        """Give the lease back (only if ``driver`` still holds it)."""
+        with self._write() as conn:
+            conn.execute(
+                update(SearchModel)
+                .where(SearchModel.name == name, SearchModel.driver == driver)
+                .values(driver=None, driver_until=None)
+            )
 
     def set_search_status(self, name: str, status: str) -> None:
         """Set a search's status (``finished_at`` is set on the first non-running status)."""
@@ -392,3 +437,30 @@ def optuna_storage(url: str | None = None) -> optuna.storages.RDBStorage:
         return store.optuna_storage()
     finally:
         store.close()
+
+
+def driver_id() -> str:
+    """This process as a lease holder: ``host:pid:random`` (the host and pid tell a dead holder)."""
+    import os
+    import secrets
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """Whether ``holder`` ran on this machine and its process is gone (SIGKILLed, crashed)."""
+    import os
+    import socket
+
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's driver: only its lease's expiry tells
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
