@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from autopetl.errors import AutopetlError
 
@@ -27,8 +28,16 @@ COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake in one line: the error and where the options are listed (the
+    whole usage block, 15 lines for `search`, buried the one that mattered)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="autopetl",
         description="Find the best parameter-efficient way to adapt a frozen ViT to a task.",
     )
