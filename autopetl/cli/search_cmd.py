@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--budget",
         type=int_in(1, 100_000),
         default=64,
-        help="trials to finish per task (completed or stopped early); failed trials do not count",
+        help="trials to finish per task (completed or pruned); failed trials do not count",
     )
     p.add_argument(
         "--space",

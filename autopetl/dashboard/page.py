@@ -165,7 +165,7 @@ def pareto_tab(store: Store, frame: pd.DataFrame, task: str) -> None:
     counts = frame["status"].value_counts()
     st.caption(
         f"{len(plotted)} completed trials plotted, {len(best)} on the front (black step line). "
-        f"Not plotted: {counts.get('pruned', 0)} stopped early (half-trained accuracy), "
+        f"Not plotted: {counts.get('pruned', 0)} pruned (stopped early, so half-trained), "
         f"{counts.get('failed', 0)} failed, {counts.get('running', 0)} running"
         + (", and trials without a test evaluation." if accuracy == "test" else ".")
         + " Click a point to see its learning curve."
