@@ -417,9 +417,12 @@ def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace)
     db = f" --db '{safe_url(args.db)}'" if args.db else ""
     if outcome.pareto:
         console.print(_pareto_table(outcome))
+    pruned = f"{c['pruned']} pruned" + (
+        f" (stopped early by {plan.scheduler})" if plan.scheduler != "none" else ""
+    )
     console.print(
         f"search {outcome.name} {outcome.status}: {c['completed']} completed, "
-        f"{c['pruned']} pruned (stopped early by {plan.scheduler}), {c['failed']} failed, "
+        f"{pruned}, {c['failed']} failed, "
         f"in {outcome.wall_time_s:.0f} s ({outcome.runs} Tuner run(s))",
         markup=False,
     )
