@@ -2,11 +2,14 @@
 
 Serves two tasks (VPT-deep and DVPT artifacts written on the spot, no training) on one backbone,
 then for each setting runs N concurrent clients for T seconds, each sending the same PNG to a
-random one of the two tasks, and reports requests/s, p50/p99 latency and errors. Bounded in
-count (clients) and time (seconds per setting). Writes JSON and a Markdown table.
+random one of the two tasks, and reports requests/s, p50/p99 latency of the answered requests,
+the requests shed (a fast 503 when the backbone's queue is full; the client then waits the
+Retry-After second, as a well-behaved client does) and errors. Settings: max batch size x the
+queue bound (``--max-queued``; -1 is no bound, as before issue 18) x clients. Bounded in count
+(clients) and time (seconds per setting). Writes JSON and a Markdown table.
 
     python benchmarks/serve_load.py --quick      # 16 clients x 5 s per setting, smoke backbone
-    python benchmarks/serve_load.py --clients 32 --seconds 20 --batch-sizes 1,8,16
+    python benchmarks/serve_load.py --clients 16,50 --seconds 20 --max-queued 8,-1 --batch-sizes 1,8
 """
 
 from __future__ import annotations
@@ -89,12 +92,14 @@ async def _load(url: str, tasks: list[str], png: bytes, clients: int, seconds: f
 
     latencies: list[float] = []
     errors = 0
+    shed = 0
+    shed_ms: list[float] = []
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
 
         async def one_client(seed: int) -> None:
-            nonlocal errors
+            nonlocal errors, shed
             rng = random.Random(seed)
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
@@ -105,6 +110,11 @@ async def _load(url: str, tasks: list[str], png: bytes, clients: int, seconds: f
                         headers={"content-type": "image/png"},
                     )
                     ok = r.status_code == 200
+                    if r.status_code == 503 and r.headers.get("retry-after"):
+                        shed += 1
+                        shed_ms.append(1000 * (time.perf_counter() - t0))
+                        await asyncio.sleep(float(r.headers["retry-after"]))
+                        continue
                 except httpx.HTTPError:
                     ok = False
                 if ok:
@@ -127,6 +137,8 @@ async def _load(url: str, tasks: list[str], png: bytes, clients: int, seconds: f
     return {
         "requests": len(latencies),
         "errors": errors,
+        "shed": shed,
+        "shed_p99_ms": sorted(shed_ms)[int(0.99 * (len(shed_ms) - 1))] if shed_ms else None,
         "seconds": wall,
         "requests_per_s": len(latencies) / wall,
         "p50_ms": pct(0.50),
@@ -138,7 +150,10 @@ async def _load(url: str, tasks: list[str], png: bytes, clients: int, seconds: f
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="16 clients x 5 s, batch sizes 1 and 8")
-    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--clients", default="16", help="concurrent clients, a list: 16,50")
+    p.add_argument(
+        "--max-queued", default="8", help="the backbone queue bound, a list (-1: unbounded)"
+    )
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--batch-sizes", default="1,8", help="max batch sizes to compare (1 = none)")
     p.add_argument("--image-size", type=int, default=64, help="side of the PNG clients send")
@@ -146,15 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_load.json"))
     args = p.parse_args(argv)
     if args.quick:
-        args.clients, args.seconds = 16, 5.0
-    if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 120:
+        args.clients, args.seconds = "16", 5.0
+    clients_list = [int(c) for c in args.clients.split(",")]
+    queues = [int(q) for q in args.max_queued.split(",")]
+    if not all(1 <= c <= 256 for c in clients_list) or not 0 < args.seconds <= 120:
         p.error("--clients must be in 1..256 and --seconds in (0, 120]: the benchmark is bounded")
 
     import ray
     from ray import serve
 
     from autopetl.backbones import SMOKE_BACKBONE, BackboneSpec
-    from autopetl.serving.app import ServeOptions, build_app
+    from autopetl.serving.app import ServeOptions, build_app, start_serve
+    from autopetl.serving.guard import GuardLimits
 
     spec = SMOKE_BACKBONE
     if args.weights:
@@ -174,18 +192,25 @@ def main(argv: list[str] | None = None) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        start_serve("127.0.0.1", port, GuardLimits())
         url = f"http://127.0.0.1:{port}"
+        keys = [t.key for t in tasks]
         for batch in (int(b) for b in args.batch_sizes.split(",")):
-            serve.run(
-                build_app(tasks, ServeOptions(max_batch_size=batch)), name="bench", route_prefix="/"
-            )
-            # Warm-up: load both tasks on the replica, first-call costs out of the figures.
-            asyncio.run(_load(url, [t.key for t in tasks], png, 2, 1.0))
-            r = asyncio.run(_load(url, [t.key for t in tasks], png, args.clients, args.seconds))
-            r.update(max_batch_size=batch, clients=args.clients)
-            results.append(r)
-            serve.delete("bench")
+            for queue in queues:
+                options = ServeOptions(max_batch_size=batch, max_queued=queue)
+                serve.run(build_app(tasks, options), name="bench", route_prefix="/")
+                # Warm-up: load both tasks on the replica, first-call costs out of the figures.
+                asyncio.run(_load(url, keys, png, 2, 1.0))
+                for clients in clients_list:
+                    r = asyncio.run(_load(url, keys, png, clients, args.seconds))
+                    r.update(max_batch_size=batch, max_queued=queue, clients=clients)
+                    results.append(r)
+                    print(
+                        f"batch {batch}, queue {queue}, {clients} clients: {r['requests']} "
+                        f"answered, {r['shed']} shed, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms",
+                        flush=True,
+                    )
+                serve.delete("bench")
         serve.shutdown()
     ray.shutdown()
     report = {
@@ -199,13 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        "| max batch | clients | requests | req/s | p50 ms | p99 ms | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| max batch | queue bound | clients | answered | req/s | p50 ms | p99 ms | p99/p50 "
+        "| shed (503) | shed p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
+        bound = "none" if r["max_queued"] == -1 else r["max_queued"]
+        ratio = r["p99_ms"] / r["p50_ms"] if r["p50_ms"] else float("nan")
+        shed_p99 = "-" if r["shed_p99_ms"] is None else f"{r['shed_p99_ms']:.0f}"
         lines.append(
-            f"| {r['max_batch_size']} | {r['clients']} | {r['requests']} | "
-            f"{r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+            f"| {r['max_batch_size']} | {bound} | {r['clients']} | {r['requests']} | "
+            f"{r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {ratio:.1f} "
+            f"| {r['shed']} | {shed_p99} | {r['errors']} |"
         )
     table = "\n".join(lines)
     args.out.with_suffix(".md").write_text(table + "\n")

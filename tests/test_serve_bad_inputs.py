@@ -73,7 +73,8 @@ def _artifact(root: Path, name: str, method: str, classes: int) -> ServedTask:
 def server(ray_session, tmp_path_factory):
     from ray import serve
 
-    from autopetl.serving.app import ServeOptions, build_app
+    from autopetl.serving.app import ServeOptions, build_app, start_serve
+    from autopetl.serving.guard import GuardLimits
 
     root = tmp_path_factory.mktemp("serve-bad")
     good = _artifact(root, "dsprites_loc", "bias", 16)
@@ -82,7 +83,7 @@ def server(ray_session, tmp_path_factory):
     weights = Path(broken.artifact) / WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:100])
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve("127.0.0.1", port, GuardLimits(max_body_bytes=MAX_BYTES))
     options = ServeOptions(limits=ImageLimits(max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS))
     serve.run(build_app([good, broken], options), name="bad-inputs", route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:

@@ -61,14 +61,15 @@ def evaluated(tmp_path_factory):
 def server(ray_session, evaluated):
     from ray import serve
 
-    from autopetl.serving.app import ServeOptions, build_app
+    from autopetl.serving.app import ServeOptions, build_app, start_serve
+    from autopetl.serving.guard import GuardLimits
 
     with open_store(evaluated) as store:
         tasks = for_tasks(store, list(TASKS))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve("127.0.0.1", port, GuardLimits())
     serve.run(build_app(tasks, ServeOptions(max_batch_size=4)), name="e2e", route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         yield client, tasks

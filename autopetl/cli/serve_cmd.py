@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from autopetl.cli._console import console, err_console, status
+from autopetl.cli._options import float_in, int_in
 from autopetl.cli.store_cmd import add_db_option
 
 if TYPE_CHECKING:
@@ -59,6 +60,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=16.0,
         help="largest ratio of an image's longer side to its shorter",
+    )
+    p.add_argument(
+        "--max-queued",
+        type=int_in(1, 100_000),
+        default=8,
+        help="requests that may wait for a backbone replica (per ingress replica); past that, "
+        "503 at once, which keeps the served requests' latency short (default 8)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float_in(0, 3600, above_low=True),
+        default=10.0,
+        help="seconds a connection has to send its request headers (default 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float_in(0, 3600, above_low=True),
+        default=30.0,
+        help="seconds a request has to send its whole body (default 30)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float_in(0, 3600, above_low=True),
+        default=60.0,
+        help="seconds a request may take once its body is in (default 60)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int_in(1, 1_000_000),
+        default=4096,
+        help="open connections, idle or not; past that, 503 and closed (default 4096)",
     )
     p.add_argument(
         "--smoke-test",
@@ -116,25 +148,31 @@ def run(args: argparse.Namespace) -> int:
     from ray import serve
 
     from autopetl.search.cluster import connect
-    from autopetl.serving.app import ServeOptions, build_app
+    from autopetl.serving.app import ServeOptions, build_app, start_serve
+    from autopetl.serving.guard import GuardLimits
 
+    max_bytes = int(args.max_body_mb * 1024 * 1024)
     options = ServeOptions(
         replicas=args.replicas,
         max_batch_size=args.max_batch_size,
         batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
+        max_queued=args.max_queued,
         limits=ImageLimits(
-            int(args.max_body_mb * 1024 * 1024),
-            args.max_pixels,
-            max_side=args.max_side,
-            max_aspect=args.max_aspect,
+            max_bytes, args.max_pixels, max_side=args.max_side, max_aspect=args.max_aspect
         ),
+    )
+    guard = GuardLimits(
+        max_body_bytes=max_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
     )
     application = build_app(tasks, options)
     with status("starting Ray Serve"), _quiet_reconnect():
         connect(None, database_url=url)
         # Serve starts once, with our address; serve.run then reuses that instance (and would
         # otherwise log that "new http_options will not be applied", which is not the case).
-        serve.start(http_options={"host": args.host, "port": args.port})
+        start_serve(args.host, args.port, guard, request_timeout_s=args.request_timeout)
         serve.run(application, name="autopetl", route_prefix="/")
     base = f"http://{args.host}:{args.port}"
     for t in tasks:

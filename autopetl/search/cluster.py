@@ -71,6 +71,10 @@ def connect(address: str | None, *, database_url: str, num_cpus: int | None = No
         return
     if not address:
         local_instance_token()
+        # The instance's processes end with this one, even SIGKILLed (search/reaper.py).
+        from autopetl.search import reaper
+
+        reaper.start()
     # A cluster keeps the authentication its `ray start` chose (Ray's default: a token).
     try:
         ray.init(

@@ -32,9 +32,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autopetl.serving.catalog import ServedTask, group_by_backbone
+from autopetl.serving.guard import GuardLimits, controller_options
 from autopetl.serving.images import ALLOWED_CONTENT_TYPES, ImageError, ImageLimits, preprocess
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,12 @@ class ServeOptions:
         max_batch_size: Above 1, concurrent requests to a replica are batched (``@serve.batch``).
         batch_wait_timeout_s: How long a batch waits to fill.
         backbone_cpus: Ray CPUs per backbone replica (also its torch threads).
+        max_queued: Requests that may wait for a backbone replica, per ingress replica, beyond
+            the ones it is running; past that a request is answered 503 at once. A bounded queue
+            keeps the wait of the requests served short (p99 within a few times p50) instead of
+            letting every request wait behind all the others under overload.
+        ingress_max_queued: Requests that may wait for an ingress replica; past that, Ray's
+            proxy answers 503 (-1: no bound).
         limits: Request limits.
     """
 
@@ -58,7 +66,14 @@ class ServeOptions:
     max_batch_size: int = 1
     batch_wait_timeout_s: float = 0.005
     backbone_cpus: float = 1.0
+    max_queued: int = 8
+    ingress_max_queued: int = 256
     limits: ImageLimits = field(default_factory=ImageLimits)
+
+    @property
+    def max_ongoing(self) -> int:
+        """Requests a backbone replica runs at once: two batches (one running, one gathering)."""
+        return 2 * self.max_batch_size
 
 
 # -- the HTTP schema ------------------------------------------------------------------------------
@@ -134,7 +149,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "body or pixel count over the limit",
         415: "content type or image format not accepted",
         422: "bad query parameter (k)",
-        503: "the task's weights cannot be loaded",
+        503: "the task's weights cannot be loaded, or the server is at capacity (retry)",
     }.items()
 }
 
@@ -154,8 +169,9 @@ def public_backbone(backbone: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+def _error(status: int, code: str, detail: str, *, retry_after: bool = False) -> JSONResponse:
+    headers = {"Retry-After": "1"} if retry_after else None
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
 @app.exception_handler(ImageError)
@@ -251,11 +267,13 @@ class Ingress:
         deployments: dict[str, str],
         handles: dict[str, Any],
         limits: dict[str, Any],
+        max_queued: int = 8,
     ) -> None:
         self.tasks = {t["key"]: ServedTask(**t) for t in tasks}
         self.deployment_of = deployments  # task key -> deployment name
         self.handles = handles  # deployment name -> DeploymentHandle
         self.limits = ImageLimits(**limits)
+        self.max_queued = max_queued
 
     @app.get("/healthz", response_model=Health)
     async def healthz(self) -> Health:
@@ -329,6 +347,13 @@ class Ingress:
                 await self.handles[name]
                 .options(multiplexed_model_id=task)
                 .predict.remote(task, image.numpy(), min(k, served.num_classes))
+            )
+        except BackPressureError:
+            return _error(
+                503,
+                "overloaded",
+                f"the {name} queue is full ({self.max_queued} waiting); retry in a second",
+                retry_after=True,
             )
         except Exception as exc:  # the replica died or the call failed: the task is unavailable
             log.warning("prediction of %s failed: %s", task, exc)
@@ -439,13 +464,39 @@ def build_app(tasks: list[ServedTask], options: ServeOptions | None = None) -> A
             name=name,
             num_replicas=options.replicas,
             ray_actor_options={"num_cpus": options.backbone_cpus},
-            # Requests queue at the replica so @serve.batch can gather them.
-            max_ongoing_requests=max(8, 2 * options.max_batch_size),
+            # Requests wait at the replica so @serve.batch can gather them; the rest wait in the
+            # ingress's bounded queue, and past it are answered 503 (BackPressureError).
+            max_ongoing_requests=options.max_ongoing,
+            max_queued_requests=options.max_queued,
         ).bind(group[0].backbone, init, [t.to_dict() for t in group], int(options.backbone_cpus))
         for t in group:
             deployment_of[t.key] = name
     # serve.deployment makes the class a Deployment; mypy still sees the class.
     ingress: Any = Ingress
-    return ingress.options(num_replicas=options.replicas, max_ongoing_requests=256).bind(
-        [t.to_dict() for t in tasks], deployment_of, handles, asdict(options.limits)
+    # The ingress only decodes and waits on backbones (async), and the proxy's guard hands it
+    # whole bodies only, so its slots are cheap; its queue is bounded all the same (503 past it).
+    return ingress.options(
+        num_replicas=options.replicas,
+        max_ongoing_requests=256,
+        max_queued_requests=options.ingress_max_queued,
+    ).bind(
+        [t.to_dict() for t in tasks],
+        deployment_of,
+        handles,
+        asdict(options.limits),
+        options.max_queued,
+    )
+
+
+def start_serve(
+    host: str, port: int, guard: GuardLimits, request_timeout_s: float | None = 60.0
+) -> None:
+    """Start Ray Serve's HTTP proxy on ``host:port`` with the request guard installed in it.
+
+    ``request_timeout_s`` bounds a request end to end once its body is in (Ray answers 408,
+    the guard makes it JSON). Call once per Ray instance, before :func:`serve.run`.
+    """
+    serve.start(
+        http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s},
+        controller_options=controller_options(guard),
     )
