@@ -20,6 +20,7 @@ hyper-parameters. A trial's config holds only the parameters its method uses.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -35,7 +36,18 @@ from autopetl.methods import METHODS, get_method
 from autopetl.search.defaults import SAMPLERS
 from autopetl.training import TrainConfig
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+
+def _builtin_spaces_dir() -> Path:
+    """The built-in spaces: the repository's search_spaces/, installed as autopetl.search_spaces
+    (pyproject.toml maps it), so a wheel finds them too; a source tree on PYTHONPATH has no such
+    package, and its search_spaces/ sits beside autopetl/."""
+    spec = importlib.util.find_spec("autopetl.search_spaces")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+SPACES_DIR = _builtin_spaces_dir()
 # Training hyper-parameters a space may set (TrainConfig fields that make sense to search).
 TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup_epochs")
 # A method's own training parameters are named <method>.train.<key> (split_config).
