@@ -239,7 +239,3 @@ def input_stats(model: VisionTransformer) -> tuple[tuple[float, ...], tuple[floa
     """The normalisation mean and std the backbone was trained with."""
     cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     return tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

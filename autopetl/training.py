@@ -115,9 +115,6 @@ class TrainResult:
     # the features came from this process's cache). Included in wall_time_s, not in images_per_s.
     feature_seconds: float = 0.0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

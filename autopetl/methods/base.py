@@ -111,6 +111,8 @@ class PetlModel(nn.Module):
     def __init__(self, backbone: VisionTransformer) -> None:
         super().__init__()
         self.backbone = backbone
+        # The method that built this model, set by autopetl.api (what its save() records).
+        self.petl_method: Method | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_features(x)

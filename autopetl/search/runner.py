@@ -48,8 +48,6 @@ from autopetl.store import SearchRecord, Store, TrialRecord
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("completed", "pruned")
-
 
 @dataclass(frozen=True)
 class SearchPlan:
@@ -340,6 +338,7 @@ def _search_values(plan: SearchPlan) -> dict[str, Any]:
         task=plan.data.task.name,
         space_name=plan.space.name,
         space=plan.space.source,
+        space_text=plan.space.text or None,
         backbone=plan.backbone.to_dict(),
         budget=plan.budget,
         options=plan.options

@@ -19,10 +19,9 @@ hyper-parameters. A trial's config holds only the parameters its method uses.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import importlib.util
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -115,6 +114,8 @@ class SearchSpace:
     sampler: str = "tpe"
     description: str = ""
     source: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The file as written (comments included), recorded with a search; empty when built in code.
+    text: str = field(default="", compare=False)
 
     def params_of(self, method: str) -> tuple[Param, ...]:
         """A method's parameters: its options, its own training parameters, the shared rest."""
@@ -131,12 +132,6 @@ class SearchSpace:
         # The study-wide trial number is the trial's stable identity across Tuner restarts.
         out["trial_number"] = trial.number
         return out
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(
-            json.dumps(self.source, sort_keys=True, default=str).encode()
-        ).hexdigest()
 
     def configurations(self) -> list[dict[str, Any]]:
         """Every configuration of a finite space, as the space's trials hold them.
@@ -228,6 +223,11 @@ class _SpaceLoader(yaml.SafeLoader):
 
 
 def read_space_yaml(path: Path) -> Any:
+    """The YAML data of a space file (see :func:`read_space_text`)."""
+    return parse_space_yaml(read_space_text(path), path)
+
+
+def read_space_text(path: Path) -> str:
     """The YAML of a space file, every way it can be unreadable a SpaceError."""
     try:
         size = path.stat().st_size
@@ -244,6 +244,10 @@ def read_space_yaml(path: Path) -> Any:
         raise SpaceError(f"{path}: not UTF-8 text (a binary or UTF-16 file?)") from None
     if "\x00" in text:
         raise SpaceError(f"{path}: not a text file (it holds NUL bytes)")
+    return text
+
+
+def parse_space_yaml(text: str, path: Path) -> Any:
     try:
         return yaml.load(text, Loader=_SpaceLoader)
     except yaml.YAMLError as exc:
@@ -255,7 +259,9 @@ def read_space_yaml(path: Path) -> Any:
 def load_space(space: str | Path) -> SearchSpace:
     """Read and validate a space file; every mistake is a SpaceError naming the file and key."""
     path = resolve_space_path(space)
-    return parse_space(read_space_yaml(path), name=path.stem, where=str(path))
+    text = read_space_text(path)
+    parsed = parse_space(parse_space_yaml(text, path), name=path.stem, where=str(path))
+    return dataclasses.replace(parsed, text=text)
 
 
 def parse_space(data: Any, *, name: str, where: str) -> SearchSpace:

@@ -17,7 +17,7 @@ from autopetl.store.records import (
     SearchRecord,
     TrialRecord,
 )
-from autopetl.store.store import Store, database_exists, driver_id, open_store, optuna_storage
+from autopetl.store.store import Store, database_exists, driver_id, open_store
 
 __all__ = [
     "ArtifactRecord",
@@ -34,7 +34,6 @@ __all__ = [
     "hypervolume",
     "non_dominated",
     "open_store",
-    "optuna_storage",
     "resolve_url",
     "safe_url",
 ]

@@ -430,15 +430,6 @@ def open_store(url: str | None = None, *, upgrade: bool = True, create: bool = T
     return Store(engine)
 
 
-def optuna_storage(url: str | None = None) -> optuna.storages.RDBStorage:
-    """Optuna's RDBStorage on autopetl's database (created or upgraded first, errors checked)."""
-    store = open_store(url)
-    try:
-        return store.optuna_storage()
-    finally:
-        store.close()
-
-
 def driver_id() -> str:
     """This process as a lease holder: ``host:pid:random`` (the host and pid tell a dead holder)."""
     import os
