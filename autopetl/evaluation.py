@@ -210,11 +210,11 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     """A trial's config in the search's flat form (``method``, ``<method>.<option>``, ``lr``...).
 
     ``autopetl train`` records its run nested (``method_config`` and ``train``); searches record
-    it flat, which is what :func:`autopetl.search.space.split_config` reads.
+    it flat, which is what :func:`autopetl.trial.split_config` reads.
     """
     if "method_config" not in config or not isinstance(config.get("train"), dict):
         return dict(config)
-    from autopetl.search.space import TRAIN_KEYS
+    from autopetl.trial import TRAIN_KEYS
 
     method = config["method"]
     options = {f"{method}.{k}": v for k, v in (config.get("method_config") or {}).items()}
@@ -349,9 +349,8 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
         save_tunable,
     )
     from autopetl.pipeline import attach
-    from autopetl.search.space import split_config
-    from autopetl.search.trainable import TrialSetup, cached_backbone, train_config_of
     from autopetl.training import evaluate, train
+    from autopetl.trial import TrialSetup, cached_backbone, split_config, train_config_of
 
     torch.set_num_threads(max(1, int(job.cpus)))
     device = "cuda" if job.gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -576,9 +575,11 @@ def evaluated_configurations(store: Store, task: str | None = None) -> list[Conf
     return out
 
 
-def _rank(result: ConfigurationResult) -> tuple[float, float, int, str, str]:
+def rank_key(result: ConfigurationResult) -> tuple[float, float, int, str, str]:
+    """The one ordering of evaluated configurations (smallest first is best): higher mean test
+    accuracy, then fewer tunable parameters, then more seeds; names keep it deterministic.
+    Serving, ``best_configuration`` and the report's cells all choose by it."""
     params = result.tunable_params if result.tunable_params is not None else math.inf
-    # Best mean first; then fewer parameters, more seeds; names keep the choice deterministic.
     return (-result.mean, params, -len(result.seeds), result.search_name, result.trial_key)
 
 
@@ -606,4 +607,4 @@ def best_configuration(
         for r in evaluated_configurations(store, task)
         if max_params is None or (r.tunable_params is not None and r.tunable_params <= max_params)
     ]
-    return min(candidates, key=_rank) if candidates else None
+    return min(candidates, key=rank_key) if candidates else None

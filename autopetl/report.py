@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import yaml
 
 from autopetl.backbones import describe
 from autopetl.errors import AutopetlError
-from autopetl.evaluation import ConfigurationResult, evaluated_configurations
+from autopetl.evaluation import ConfigurationResult, evaluated_configurations, rank_key
 from autopetl.tasks import GROUPS, TASKS, TaskSpec
 
 if TYPE_CHECKING:
@@ -160,13 +159,6 @@ def _backbone_key(result: ConfigurationResult) -> str:
     return describe(result.backbone)
 
 
-def _better(a: ConfigurationResult, b: ConfigurationResult) -> bool:
-    """Whether ``a`` beats ``b``: higher mean, then fewer parameters, then more seeds."""
-    pa = a.tunable_params if a.tunable_params is not None else math.inf
-    pb = b.tunable_params if b.tunable_params is not None else math.inf
-    return (a.mean, -pa, len(a.seeds)) > (b.mean, -pb, len(b.seeds))
-
-
 def method_rank(method: str) -> tuple[int, str]:
     """Sort key for methods: the papers' Table 1 order, then other methods alphabetically."""
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
@@ -194,7 +186,7 @@ def our_rows(
             continue
         cells = best.setdefault((r.method, _backbone_key(r)), {})
         folder = TASKS[r.task].folder
-        if folder not in cells or _better(r, cells[folder]):
+        if folder not in cells or rank_key(r) < rank_key(cells[folder]):
             cells[folder] = r
     rows = []
     for method, backbone in sorted(best, key=lambda k: (method_rank(k[0]), k[1])):

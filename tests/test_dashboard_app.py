@@ -328,7 +328,6 @@ def test_cost_table_rounds_with_units_and_leaves_out_what_was_not_measured() -> 
         wall_time_s=0.4291,
         images_per_s=56141.6116,
         peak_memory_mb=1407.2813,
-        flops=None,
     )
     assert data.cost_table(row)["value"].to_dict() == {
         "val acc": "35.0 %",
@@ -402,3 +401,32 @@ def test_published_points_are_named_on_hover_and_listed_under_the_chart(
     assert len(table) == len({(p.label, p.acc, p.params) for p in points})
     with_params = [p for p in points if p.params]
     assert len(published[0]["x"]) == len(with_params)
+
+
+def test_the_three_way_front_is_coloured_by_the_third_objective(
+    search_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every trial measures inference GFLOPs, so the Pareto tab offers its projections and the
+    # three-way view: accuracy against parameters, coloured by GFLOPs, the 3-D front circled.
+    at = _run(monkeypatch, search_db)
+    view = at.selectbox(key="cost_view")
+    three_way = next(o for o in view.options if "coloured by inference GFLOPs" in o)
+    at = view.set_value(three_way).run()
+    assert not at.exception, [e.value for e in at.exception]
+    traces = _traces(_spec(at, "pareto_chart"))
+    store = open_store(search_db)
+    names = ["val_acc", "tunable_params", "inference_gflops"]
+    expected = [f"{SEARCH}/{t.trial_key}" for t in store.pareto_front(SEARCH, objectives=names)]
+    assert traces[figures.FRONT_TRACE]["ids"] == expected
+    trials = {f"{SEARCH}/{t.trial_key}": t for t in store.trials(SEARCH)}
+    points = traces["trials"]
+    assert "colorbar" in points["marker"] and len(points["marker"]["color"]) == len(points["ids"])
+    shades = dict(zip(points["ids"], points["marker"]["color"], strict=True))
+    for trial_id, shade in shades.items():
+        assert math.isclose(shade, trials[trial_id].measures["inference_gflops"])
+    # The GFLOPs projection: GFLOPs on a linear x axis.
+    at = view.set_value(
+        next(o for o in view.options if o.startswith("inference GFLOPs (colour"))
+    ).run()
+    spec = _spec(at, "pareto_chart")
+    assert spec["layout"]["xaxis"]["title"]["text"] == "inference GFLOPs"

@@ -167,7 +167,7 @@ def _record(key: str, acc: float, params: int):
         id=int(key), search_name="s", trial_key=key, number=int(key), method="vpt",
         config={"method": "vpt", "lr": 0.001 * int(key)}, status="completed", val_acc=acc,
         last_val_acc=acc, best_epoch=1, tunable_params=params, tunable_params_without_head=params,
-        wall_time_s=1.0, images_per_s=1.0, peak_memory_mb=1.0, flops=None, cost={},
+        wall_time_s=1.0, images_per_s=1.0, peak_memory_mb=1.0, cost={},
         epochs_done=1, attempts=1, error=None, created_at=now, updated_at=now, finished_at=now,
     )  # fmt: skip
 

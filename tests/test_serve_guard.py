@@ -163,8 +163,11 @@ def guarded(ray_session, tmp_path_factory):
         max_connections=MAX_CONNECTIONS,
     )
     start_serve("127.0.0.1", port, limits)
-    # max_queued=1: past two running and one waiting, a request is shed (the back-pressure test).
-    options = ServeOptions(max_queued=1, limits=ImageLimits(max_bytes=limits.max_body_bytes))
+    # Batch 1 and max_queued=1: past two running and one waiting, a request is shed (the
+    # back-pressure test).
+    options = ServeOptions(
+        max_batch_size=1, max_queued=1, limits=ImageLimits(max_bytes=limits.max_body_bytes)
+    )
     serve.run(build_app([task], options), name="guard", route_prefix="/")
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
     yield port

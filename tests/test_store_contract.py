@@ -111,7 +111,7 @@ class TestStoreContract:
         assert (trial.val_acc, trial.last_val_acc, trial.best_epoch) == (0.64, 0.62, 9)
         assert (trial.tunable_params, trial.tunable_params_without_head) == (92_000, 46_000)
         assert (trial.wall_time_s, trial.images_per_s, trial.peak_memory_mb) == (12.5, 54.0, 900.0)
-        assert trial.flops is None and trial.cost["device"] == "cpu"
+        assert trial.measures == {"inference_gflops": None} and trial.cost["device"] == "cpu"
         assert trial.status == "completed" and trial.finished_at is not None
         assert store.trials("s", status="failed") == []
 
@@ -185,7 +185,7 @@ class TestStoreContract:
             val_acc=math.nan,
             last_val_acc=math.inf,
             config=odd,
-            cost={"wall_time_s": -math.inf, "flops": math.inf},
+            cost={"wall_time_s": -math.inf, "peak_memory_mb": math.inf},
             error="TrainingDivergedError: loss became nan",
         )
         store.upsert_epoch("s", "t", 1, math.inf, math.nan, -math.inf, 0.0)
@@ -201,8 +201,8 @@ class TestStoreContract:
             assert value["inf"] == math.inf and value["-inf"] == -math.inf
         assert search.options == {"x": math.inf}
         assert math.isnan(trial.val_acc) and trial.last_val_acc == math.inf  # type: ignore[arg-type]
-        assert trial.wall_time_s == -math.inf and trial.flops == math.inf
-        assert trial.cost == {"wall_time_s": -math.inf, "flops": math.inf}
+        assert trial.wall_time_s == -math.inf and trial.peak_memory_mb == math.inf
+        assert trial.cost == {"wall_time_s": -math.inf, "peak_memory_mb": math.inf}
         assert epoch.train_loss == math.inf and math.isnan(epoch.val_acc)  # type: ignore[arg-type]
         assert epoch.lr == -math.inf and epoch.seconds == 0.0
         assert math.isnan(evaluation.test_acc)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from autopetl.cli._options import (
     int_in,
 )
 from autopetl.errors import ConfigError, SearchConflictError, error_line
+from autopetl.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Objective, parse_objectives
 from autopetl.precision import PRECISION_HELP, PRECISIONS
 from autopetl.search.defaults import (
     DEFAULT_GRACE_PERIOD,
@@ -68,6 +69,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--epochs", type=int_in(1, 10_000), default=None, help="override the space's epochs"
     )
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the space's (tpe)")
+    p.add_argument(
+        "--objectives",
+        type=_objectives_arg,
+        default=_objectives_arg(",".join(DEFAULT_OBJECTIVES)),
+        metavar="A,B[,C]",
+        help="what to optimise, accuracy first: "
+        + "; ".join(f"{o.name} ({o.direction}: {o.doc})" for o in OBJECTIVES.values())
+        + f" (default {','.join(DEFAULT_OBJECTIVES)})",
+    )
     p.add_argument(
         "--scheduler",
         choices=SCHEDULERS,
@@ -226,35 +236,44 @@ class LiveView:
         return Group(summary, recent)
 
 
-def _pareto_table(outcome: SearchOutcome) -> Table:
+def _objectives_arg(text: str) -> tuple[Objective, ...]:
+    try:
+        return parse_objectives(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pareto_table(outcome: SearchOutcome, objectives: tuple[Objective, ...]) -> Table:
     """The front, one row per point: trials tied on both objectives share a row.
 
     Short searches tie often (several learning rates of one prompt length, all at chance), and a
     summary that repeats one point twenty times hides the front; `autopetl trials --pareto` lists
     every tied trial.
     """
-    # The front is sorted by parameter count, so trials tied on both objectives are adjacent.
+    # The front is sorted by its costs, so trials tied on every objective are adjacent.
     points = [
         list(group)
-        for _, group in groupby(outcome.pareto, key=lambda t: (t.val_acc, t.tunable_params))
+        for _, group in groupby(
+            outcome.pareto, key=lambda t: tuple(t.objective(o.name) for o in objectives)
+        )
     ]
+    shown = ", ".join(f"{o.label} {o.direction}" for o in objectives)
     table = Table(
-        title=f"Pareto front of {outcome.name} (val accuracy max, tunable parameters min)",
+        title=f"Pareto front of {outcome.name} ({shown})",
         caption=(
             f"tied trials share a row; `autopetl trials --search {outcome.name} --pareto` lists them"
             if len(points) < len(outcome.pareto)
             else None
         ),
     )
-    for column in ("trial", "method", "val acc", "tunable params", "config"):
+    for column in ("trial", "method", *(o.label for o in objectives), "config"):
         table.add_column(column)
     for first, *tied in points:
         config = {k: v for k, v in first.config.items() if k not in ("method",)}
         table.add_row(
             first.trial_key + (f" (+{len(tied)} tied)" if tied else ""),
             first.method or "-",
-            f"{first.val_acc:.2%}",
-            f"{first.tunable_params:,}",
+            *(o.show(first.objective(o.name)) for o in objectives),
             ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()),
         )
     return table
@@ -339,6 +358,7 @@ def run(args: argparse.Namespace) -> int:
                 max_failed=args.max_failed,
                 max_retries=args.max_retries,
                 precision=args.precision,
+                objectives=tuple(o.name for o in args.objectives),
                 options={"smoke_test": args.smoke_test, "space_file": str(args.space)},
             )
         )
@@ -394,7 +414,12 @@ def _already_met(
     if existing is None:
         return False
     conflicts = resume_conflicts(
-        existing, task=task.name, space=space, backbone=spec, smoke_test=args.smoke_test
+        existing,
+        task=task.name,
+        space=space,
+        backbone=spec,
+        smoke_test=args.smoke_test,
+        objectives=[o.name for o in args.objectives],
     )
     if conflicts:
         raise SearchConflictError(conflict_message(name, conflicts))
@@ -416,7 +441,7 @@ def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace)
     c = outcome.counts
     db = f" --db '{safe_url(args.db)}'" if args.db else ""
     if outcome.pareto:
-        console.print(_pareto_table(outcome))
+        console.print(_pareto_table(outcome, args.objectives))
     pruned = f"{c['pruned']} pruned" + (
         f" (stopped early by {plan.scheduler})" if plan.scheduler != "none" else ""
     )

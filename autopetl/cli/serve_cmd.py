@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-batch-size",
         type=int,
-        default=1,
-        help="above 1, batch concurrent requests of a replica (@serve.batch)",
+        default=8,
+        help="batch up to this many concurrent requests of a replica into one forward "
+        "(@serve.batch; 1: no batching; default 8)",
     )
     p.add_argument(
         "--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill"

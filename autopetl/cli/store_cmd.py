@@ -24,6 +24,7 @@ from rich.table import Table
 from autopetl.cli._console import console, err_console
 from autopetl.cli._options import write_text
 from autopetl.errors import error_line
+from autopetl.objectives import MEASURES, OBJECTIVES
 
 if TYPE_CHECKING:
     from autopetl.store import SearchRecord, Store, TrialRecord
@@ -64,7 +65,7 @@ CSV_COLUMNS = (
     "wall_time_s",
     "images_per_s",
     "peak_memory_mb",
-    "flops",
+    *MEASURES,
     "attempts",
     "error",
     "config",
@@ -270,8 +271,14 @@ def run_trials(args: argparse.Namespace) -> int:
         return 0
     table = Table(title=title)
     table.add_column("trial", overflow="fold", min_width=5)
-    for column in ("method", "status", "val acc", "params", "epochs", "time"):
-        table.add_column(column, no_wrap=column != "status", overflow="fold")
+    # Measured objectives (inference GFLOPs) get a column when any trial shown has them.
+    measured = [m for m in MEASURES if any(t.measures.get(m) is not None for t in trials)]
+    for column in ("method", "status", "val acc", "params", *measured, "epochs", "time"):
+        table.add_column(
+            OBJECTIVES[column].label if column in OBJECTIVES else column,
+            no_wrap=column != "status",
+            overflow="fold",
+        )
     table.add_column("config", overflow="fold", min_width=12)
     for t in trials:
         table.add_row(
@@ -280,6 +287,7 @@ def run_trials(args: argparse.Namespace) -> int:
             t.status + (f" ({error_line(t.error)})" if t.error and t.status == "failed" else ""),
             _pct(t.val_acc),
             _int(t.tunable_params),
+            *(OBJECTIVES[m].show(t.measures.get(m)) for m in measured),
             str(t.epochs_done),
             _seconds(t.wall_time_s),
             _flat(t.config),
@@ -295,6 +303,7 @@ def trial_export_dict(trial: TrialRecord) -> dict[str, Any]:
     data = trial.to_dict()
     data.pop("id")
     data.pop("updated_at")
+    data.update(data.pop("measures", None) or {})  # a column each, as in the store
     return to_json_safe(data)
 
 

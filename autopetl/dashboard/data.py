@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from autopetl.backbones import describe
-from autopetl.store import StoreError, non_dominated, open_store, resolve_url, safe_url
+from autopetl.objectives import MEASURES, OBJECTIVES
+from autopetl.store import StoreError, non_dominated, open_store, queries, resolve_url, safe_url
 from autopetl.store.queries import hypervolume
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ TRIAL_COLUMNS = [
     "wall_time_s",
     "images_per_s",
     "peak_memory_mb",
-    "flops",
+    *MEASURES,
     "epochs_done",
     "best_epoch",
     "test_mean",
@@ -160,7 +161,7 @@ def trials_frame(store: Store, searches: list[SearchRecord]) -> pd.DataFrame:
                     "wall_time_s": _float(t.wall_time_s),
                     "images_per_s": _float(t.images_per_s),
                     "peak_memory_mb": _float(t.peak_memory_mb),
-                    "flops": _float(t.flops),
+                    **{m: _float(t.measures.get(m)) for m in MEASURES},
                     "epochs_done": t.epochs_done,
                     "best_epoch": t.best_epoch,
                     "test_mean": mean,
@@ -179,33 +180,50 @@ def _float(value: float | int | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def plotted(frame: pd.DataFrame, accuracy: str = "val") -> pd.DataFrame:
-    """The rows the Pareto view plots: completed trials with a finite accuracy and parameters.
+def plotted(
+    frame: pd.DataFrame, accuracy: str = "val", costs: Sequence[str] = ("tunable_params",)
+) -> pd.DataFrame:
+    """The rows the Pareto view plots: completed trials with a finite accuracy and costs.
 
     Stopped-early (pruned) trials are left out: their accuracy is half-trained, the same rule the
     store's own front follows. With ``accuracy="test"``, only evaluated trials remain.
     """
     column = ACCURACY_COLUMNS[accuracy]
-    keep = (
-        (frame["status"] == "completed")
-        & frame[column].map(_finite)
-        & frame["tunable_params"].map(_finite)
-    )
+    keep = (frame["status"] == "completed") & frame[column].map(_finite)
+    for cost in costs:
+        keep &= frame[cost].map(_finite)
     return frame[keep]
+
+
+def measured_costs(frame: pd.DataFrame) -> list[str]:
+    """The cost objectives some plotted trial has a value of: tunable_params, then measures."""
+    return ["tunable_params"] + [m for m in MEASURES if m in frame and frame[m].map(_finite).any()]
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def front(frame: pd.DataFrame, accuracy: str = "val") -> pd.DataFrame:
-    """The non-dominated rows of :func:`plotted` (accuracy max, parameters min), fewest first."""
-    rows = plotted(frame, accuracy)
+def front(
+    frame: pd.DataFrame, accuracy: str = "val", costs: Sequence[str] = ("tunable_params",)
+) -> pd.DataFrame:
+    """The non-dominated rows of :func:`plotted` (accuracy max, each cost min), cheapest first.
+
+    With two costs (parameters and inference GFLOPs) this is the three-way front.
+    """
+    rows = plotted(frame, accuracy, costs)
     column = ACCURACY_COLUMNS[accuracy]
-    points = [
-        (float(a), float(p)) for a, p in zip(rows[column], rows["tunable_params"], strict=True)
-    ]
-    keep = non_dominated(list(rows.index), points)
+    if list(costs) == ["tunable_params"]:
+        points = [
+            (float(a), float(p)) for a, p in zip(rows[column], rows["tunable_params"], strict=True)
+        ]
+        keep = non_dominated(list(rows.index), points)
+    else:
+        chosen = [OBJECTIVES["val_acc"], *(OBJECTIVES[c] for c in costs)]
+        values = [
+            tuple(float(v) for v in r) for r in rows[[column, *costs]].itertuples(index=False)
+        ]
+        keep = queries.front(list(rows.index), values, chosen)
     return rows.loc[keep]
 
 
@@ -284,7 +302,8 @@ def cost_table(row: pd.Series) -> pd.DataFrame:
     put("wall time", row["wall_time_s"], _duration)
     put("images/s", row["images_per_s"], lambda v: f"{v:,.0f}")
     put("peak memory", row["peak_memory_mb"], lambda v: f"{v:,.0f} MB")
-    put("training FLOPs", row["flops"], lambda v: f"{v:.3g}")
+    for m in MEASURES:
+        put(OBJECTIVES[m].label, row[m], OBJECTIVES[m].show)
     return pd.DataFrame({"value": list(values.values())}, index=list(values))
 
 

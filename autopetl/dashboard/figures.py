@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 from autopetl.dashboard.data import ACCURACY_COLUMNS, config_lines, front, plotted
 
 # The papers' Table 1 order keeps a method's colour the same on every chart and in every session.
+from autopetl.objectives import OBJECTIVES
 from autopetl.report import method_rank
 
 FRONT_TRACE = "Pareto front"
@@ -113,6 +114,8 @@ def pareto_figure(
     published: Sequence[PublishedPoint] = (),
     title: str | None = None,
     height: int = 480,
+    cost: str = "tunable_params",
+    colour: str | None = None,
 ) -> go.Figure:
     """Accuracy against tunable parameters: one trace per method, then the front as a step line.
 
@@ -120,9 +123,16 @@ def pareto_figure(
     :data:`FRONT_TRACE`, holds exactly the non-dominated trials of :func:`data.front`; ``hv``
     steps draw the boundary of the region they dominate. ``published`` points with a parameter
     count are grey crosses, named on hover.
+
+    ``cost`` is the x axis (``tunable_params`` or a measured objective such as
+    ``inference_gflops``). ``colour``, another cost, colours every point by its value instead of
+    by method, and the front is then the three-way front (accuracy, ``cost``, ``colour``),
+    drawn as open circles: projected onto two axes it is no step line.
     """
+    if colour is not None:
+        return _three_way_figure(frame, accuracy, cost, colour, title, height)
     column = ACCURACY_COLUMNS[accuracy]
-    rows = plotted(frame, accuracy)
+    rows = plotted(frame, accuracy, (cost,))
     fig = go.Figure()
     for method in sorted(rows["method"].unique(), key=method_rank):
         sub = rows[rows["method"] == method]
@@ -131,7 +141,7 @@ def pareto_figure(
             error = {"type": "data", "array": (100 * sub["test_std"]).tolist(), "visible": True}
         fig.add_trace(
             go.Scatter(
-                x=sub["tunable_params"].tolist(),
+                x=sub[cost].tolist(),
                 y=(100 * sub[column]).tolist(),
                 mode="markers",
                 name=method,
@@ -143,10 +153,10 @@ def pareto_figure(
                 error_y=error,
             )
         )
-    best = front(frame, accuracy)
+    best = front(frame, accuracy, (cost,))
     fig.add_trace(
         go.Scatter(
-            x=best["tunable_params"].tolist(),
+            x=best[cost].tolist(),
             y=(100 * best[column]).tolist(),
             mode="lines+markers",
             line_shape="hv",
@@ -158,14 +168,76 @@ def pareto_figure(
             hoverinfo="skip",
         )
     )
-    _add_published(fig, published)
+    if cost == "tunable_params":
+        _add_published(fig, published)
     label = "validation accuracy (%)" if accuracy == "val" else "test accuracy (%), mean ± std"
     fig.update_layout(
         title=_layout_title(title),
         height=height,
-        xaxis={"type": "log", "title": PARAMS_AXIS},
+        xaxis=_cost_axis(cost),
         yaxis={"title": label},
         legend={"title": "method"},
+        margin={"l": 10, "r": 10, "t": _top_margin(title), "b": 10},
+        hoverlabel={"align": "left"},
+    )
+    return fig
+
+
+def _cost_axis(cost: str) -> dict:
+    if cost == "tunable_params":
+        return {"type": "log", "title": PARAMS_AXIS}
+    return {"type": "linear", "title": OBJECTIVES[cost].label}
+
+
+def _three_way_figure(
+    frame: pd.DataFrame, accuracy: str, cost: str, colour: str, title: str | None, height: int
+) -> go.Figure:
+    """Accuracy against ``cost``, every point coloured by ``colour``; the 3-way front circled."""
+    column = ACCURACY_COLUMNS[accuracy]
+    rows = plotted(frame, accuracy, (cost, colour))
+    scale = OBJECTIVES[colour]
+    shade = rows[colour].map(lambda v: math.log10(1 + v)) if scale.log_scale else rows[colour]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=rows[cost].tolist(),
+            y=(100 * rows[column]).tolist(),
+            mode="markers",
+            name="trials",
+            ids=rows["id"].tolist(),
+            customdata=rows["id"].tolist(),
+            hovertext=[hover_text(r) for _, r in rows.iterrows()],
+            hoverinfo="text",
+            marker={
+                "color": shade.tolist(),
+                "colorscale": "Viridis",
+                "size": 10,
+                "opacity": 0.9,
+                "colorbar": {
+                    "title": scale.label + (" (log10)" if scale.log_scale else ""),
+                },
+            },
+        )
+    )
+    best = front(frame, accuracy, (cost, colour))
+    fig.add_trace(
+        go.Scatter(
+            x=best[cost].tolist(),
+            y=(100 * best[column]).tolist(),
+            mode="markers",
+            name=FRONT_TRACE,
+            ids=best["id"].tolist(),
+            customdata=best["id"].tolist(),
+            marker={"symbol": "circle-open", "size": 16, "color": "black"},
+            hoverinfo="skip",
+        )
+    )
+    label = "validation accuracy (%)" if accuracy == "val" else "test accuracy (%), mean ± std"
+    fig.update_layout(
+        title=_layout_title(title),
+        height=height,
+        xaxis=_cost_axis(cost),
+        yaxis={"title": label},
         margin={"l": 10, "r": 10, "t": _top_margin(title), "b": 10},
         hoverlabel={"align": "left"},
     )

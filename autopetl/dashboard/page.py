@@ -20,6 +20,7 @@ import streamlit as st
 
 from autopetl.backbones import describe
 from autopetl.dashboard import data, figures
+from autopetl.objectives import OBJECTIVES
 from autopetl.store import StoreError, hypervolume
 
 if TYPE_CHECKING:
@@ -156,16 +157,33 @@ def pareto_tab(store: Store, frame: pd.DataFrame, task: str) -> None:
         horizontal=True,
         key="accuracy",
     )
-    fig = figures.pareto_figure(frame, accuracy=accuracy, title=task)
+    costs = data.measured_costs(frame)
+    cost, colour = "tunable_params", None
+    if len(costs) > 1:  # a measured cost too (inference GFLOPs): its projections and the 3-way
+        views = {f"{OBJECTIVES[a].label} (colour: method)": (a, None) for a in costs} | {
+            f"{OBJECTIVES[a].label}, coloured by {OBJECTIVES[b].label} (3-way front)": (a, b)
+            for a in costs
+            for b in costs
+            if a != b
+        }
+        chosen = st.selectbox("Cost axis", list(views), key="cost_view")
+        cost, colour = views[chosen]
+    shown_costs = (cost,) if colour is None else (cost, colour)
+    fig = figures.pareto_figure(frame, accuracy=accuracy, title=task, cost=cost, colour=colour)
     event = st.plotly_chart(
         fig, key="pareto_chart", on_select="rerun", selection_mode="points", width="stretch"
     )
-    plotted = data.plotted(frame, accuracy)
-    best = data.front(frame, accuracy)
+    plotted = data.plotted(frame, accuracy, shown_costs)
+    best = data.front(frame, accuracy, shown_costs)
     counts = frame["status"].value_counts()
     st.caption(
-        f"{len(plotted)} completed trials plotted, {len(best)} on the front (black step line). "
-        f"Not plotted: {counts.get('pruned', 0)} pruned (stopped early, so half-trained), "
+        f"{len(plotted)} completed trials plotted, {len(best)} on the front "
+        + (
+            "(black step line). "
+            if colour is None
+            else "(circled: no other trial is better on accuracy and both costs). "
+        )
+        + f"Not plotted: {counts.get('pruned', 0)} pruned (stopped early, so half-trained), "
         f"{counts.get('failed', 0)} failed, {counts.get('running', 0)} running"
         + (", and trials without a test evaluation." if accuracy == "test" else ".")
         + " Click a point to see its learning curve."

@@ -188,21 +188,40 @@ def backbone_of(meta: dict[str, Any], directory: str | Path = "") -> VisionTrans
         WeightsError: Real weights cannot be loaded, or a random-init backbone was not recorded
             as rebuildable (``backbone_init``), or rebuilding it gives other weights.
     """
-    spec = BackboneSpec(**meta["backbone"])
-    num_classes = int(meta["num_classes"])
+    init = meta.get("backbone_init")
+    return frozen_backbone(
+        BackboneSpec(**meta["backbone"]),
+        int(meta["num_classes"]),
+        init if isinstance(init, dict) else None,
+        where=f"the artifact in {directory}",
+    )
+
+
+def frozen_backbone(
+    spec: BackboneSpec, num_classes: int, backbone_init: dict[str, Any] | None, *, where: str
+) -> VisionTransformer:
+    """The frozen backbone artifacts were trained on: real weights built as usual, a random init
+    (``weights none``) rebuilt from its recorded seed and checked against its recorded digest.
+
+    The one place both loading an artifact and serving (one backbone for many) rebuild it.
+
+    Raises:
+        WeightsError: Real weights cannot be loaded, a random init has no record of how to
+            rebuild it (``backbone_init``), or rebuilding it gives other weights.
+    """
     if spec.weights != "none":
         return build_backbone(spec, num_classes)
-    init = meta.get("backbone_init")
-    if not isinstance(init, dict) or "seed" not in init or "sha256" not in init:
+    if not backbone_init or "seed" not in backbone_init or "sha256" not in backbone_init:
         raise WeightsError(
-            f"the artifact in {directory} was trained on a randomly initialised backbone "
-            f"(weights none), which cannot be rebuilt; pass the same backbone to load_tunable"
+            f"{where} was trained on a randomly initialised {spec.name} (weights none), which "
+            f"cannot be rebuilt without its record (backbone_init): pass the same backbone to "
+            f"load_tunable, or evaluate the configuration again with this autopetl"
         )
-    backbone = rebuildable_backbone(spec, num_classes, int(init["seed"]))
-    if frozen_digest(backbone) != init["sha256"]:
+    backbone = rebuildable_backbone(spec, num_classes, int(backbone_init["seed"]))
+    if frozen_digest(backbone) != backbone_init["sha256"]:
         raise WeightsError(
-            f"rebuilding the random-init backbone of {directory} from seed {init['seed']} gave "
-            f"other weights than it was trained on (another timm or torch version?); "
+            f"rebuilding the random-init backbone of {where} from seed {backbone_init['seed']} "
+            f"gave other weights than it was trained on (another timm or torch version?); "
             f"evaluate the configuration again with this installation"
         )
     return backbone

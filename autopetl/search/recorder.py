@@ -18,9 +18,10 @@ from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
 
 from autopetl.errors import error_line
+from autopetl.objectives import MEASURES
 from autopetl.search.searcher import finished_training
-from autopetl.search.space import split_config
 from autopetl.store import Store
+from autopetl.trial import split_config
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class StoreRecorder(Callback):
             last_val_acc=result.get("val_acc"),
             tunable_params=result.get("tunable_params"),
             tunable_params_without_head=result.get("tunable_params_without_head"),
+            measures={m: result.get(m) for m in MEASURES},
         )
         method, _, _ = split_config(trial.config)
         self._emit(
@@ -204,6 +206,7 @@ class StoreRecorder(Callback):
             best_epoch=result.get("best_epoch"),
             tunable_params=result.get("tunable_params"),
             tunable_params_without_head=result.get("tunable_params_without_head"),
+            measures={m: result.get(m) for m in MEASURES},
             cost=cost or None,
             error=error,
         )

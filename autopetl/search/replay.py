@@ -33,8 +33,9 @@ import optuna
 from ray.tune.schedulers import TrialScheduler
 
 from autopetl.errors import ConfigError
+from autopetl.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
 from autopetl.search.schedulers import make_scheduler
-from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
+from autopetl.search.searcher import ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, parse_space, restricted_to
 from autopetl.store import Store, hypervolume, non_dominated
 from autopetl.store.queries import Point
@@ -322,15 +323,15 @@ def replay(
 
     searcher = ParetoOptunaSearch(
         space=table.space,
-        metric=list(OBJECTIVES),
-        mode=list(MODES),
+        metric=list(DEFAULT_OBJECTIVES),
+        mode=[OBJECTIVES[m].direction for m in DEFAULT_OBJECTIVES],
         sampler=make_sampler(strategy.sampler, table.space, seed),
     )
     scheduler = make_scheduler(
         strategy.scheduler,
         max_t=table.epochs,
-        metrics=list(OBJECTIVES),
-        modes=list(MODES),
+        metrics=list(DEFAULT_OBJECTIVES),
+        modes=[OBJECTIVES[m].direction for m in DEFAULT_OBJECTIVES],
         log_metrics=["tunable_params"],
         grace_period=strategy.grace_period,
         reduction_factor=strategy.reduction_factor,

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from autopetl.backbones import BackboneSpec, describe
 from autopetl.errors import AutopetlError, ConfigError, SearchConflictError, error_line
 from autopetl.names import folder_name
+from autopetl.objectives import DEFAULT_OBJECTIVES, objectives_of, parse_objectives
 from autopetl.pipeline import TaskData
 from autopetl.search.defaults import (
     DEFAULT_GRACE_PERIOD,
@@ -40,11 +41,12 @@ from autopetl.search.defaults import (
 )
 from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent
 from autopetl.search.schedulers import make_scheduler
-from autopetl.search.searcher import MODES, OBJECTIVES, ParetoOptunaSearch
+from autopetl.search.searcher import ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, max_epochs, parse_space
 from autopetl.search.study_storage import DriverStudyStorage
-from autopetl.search.trainable import TrialSetup, run_trial
+from autopetl.search.trainable import run_trial
 from autopetl.store import SearchRecord, Store, TrialRecord
+from autopetl.trial import TrialSetup
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class SearchPlan:
         max_failed: Give up after this many failed trials in one run (None: the budget).
         max_retries: Restarts of a trial whose worker or node died (from its last checkpoint).
         precision: auto, fp32 or bf16.
+        objectives: What the search optimises, accuracy first (autopetl/objectives.py).
         options: Extra values recorded with the search (the command line, say).
     """
 
@@ -91,6 +94,7 @@ class SearchPlan:
     storage_path: Path | str = Path("ray_results")
     max_failed: int | None = None
     max_retries: int = 2
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     precision: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -252,6 +256,7 @@ def resume_conflicts(
     space: SearchSpace,
     backbone: BackboneSpec,
     smoke_test: bool,
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
 ) -> list[str]:
     """What a run asks for that the stored search ``existing`` was not run with.
 
@@ -274,6 +279,9 @@ def resume_conflicts(
         found.append(f"backbone {describe(existing.backbone)} (now {describe(backbone.to_dict())})")
     if bool(existing.options.get("smoke_test")) != smoke_test:
         found.append("--smoke-test" if smoke_test is False else "no --smoke-test")
+    before_objectives = [o.name for o in objectives_of(existing.options)]
+    if before_objectives != list(objectives):
+        found.append(f"--objectives {','.join(before_objectives)} (now {','.join(objectives)})")
     return found
 
 
@@ -319,6 +327,7 @@ def open_search(store: Store, plan: SearchPlan, driver: str) -> None:
             space=plan.space,
             backbone=plan.backbone,
             smoke_test=bool(plan.options.get("smoke_test")),
+            objectives=plan.objectives,
         )
         if conflicts:
             raise SearchConflictError(conflict_message(plan.name, conflicts))
@@ -348,6 +357,7 @@ def _search_values(plan: SearchPlan) -> dict[str, Any]:
             "grace_period": plan.grace_period,
             "reduction_factor": plan.reduction_factor,
             "seed": plan.seed,
+            "objectives": list(plan.objectives),
         },
         status="running",
     )
@@ -407,9 +417,12 @@ def _run_leased(
     # The study is created once here, before any worker starts (parallel creation races).
     storage = store.optuna_storage()
     sampler = make_sampler(plan.sampler, plan.space, plan.seed)
+    objectives = parse_objectives(plan.objectives)
+    metrics = [o.name for o in objectives]
+    modes: list[str] = [o.direction for o in objectives]
     directions = [
         optuna.study.StudyDirection.MAXIMIZE if m == "max" else optuna.study.StudyDirection.MINIMIZE
-        for m in MODES
+        for m in modes
     ]
     study = optuna.create_study(
         study_name=plan.name,
@@ -449,8 +462,8 @@ def _run_leased(
         runs += 1
         searcher = ParetoOptunaSearch(
             space=plan.space,
-            metric=list(OBJECTIVES),
-            mode=list(MODES),
+            metric=metrics,
+            mode=modes,
             sampler=sampler,
             study_name=plan.name,
             storage=driver_storage,
@@ -458,9 +471,9 @@ def _run_leased(
         scheduler = make_scheduler(
             plan.scheduler,
             max_t=horizon,
-            metrics=list(OBJECTIVES),
-            modes=list(MODES),
-            log_metrics=["tunable_params"],
+            metrics=metrics,
+            modes=modes,
+            log_metrics=[o.name for o in objectives if o.log_scale],
             grace_period=plan.grace_period,
             reduction_factor=plan.reduction_factor,
         )

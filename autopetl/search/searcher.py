@@ -15,9 +15,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("val_acc", "tunable_params")
-MODES = ("max", "min")
-
 
 def finished_training(result: dict | None) -> bool:
     """Whether a trial's last result is its final epoch."""
@@ -27,7 +24,8 @@ def finished_training(result: dict | None) -> bool:
 
 
 class ParetoOptunaSearch(OptunaSearch):
-    """OptunaSearch over (val_acc max, tunable_params min) that keeps unfinished trials off the front."""
+    """OptunaSearch over a search's objectives (its ``metric`` and ``mode`` lists, from
+    autopetl/objectives.py) that keeps unfinished trials off the front."""
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -40,7 +38,7 @@ class ParetoOptunaSearch(OptunaSearch):
         if error or (result or {}).get("error"):
             state, values = TrialState.FAIL, None
         elif result and finished_training(result):
-            state, values = TrialState.COMPLETE, [float(result[m]) for m in OBJECTIVES]
+            state, values = TrialState.COMPLETE, [float(result[m]) for m in self._metric]
         else:
             state, values = TrialState.PRUNED, None
         try:

@@ -34,6 +34,9 @@ from autopetl.errors import AutopetlError, ConfigError
 from autopetl.methods import METHODS, get_method
 from autopetl.search.defaults import SAMPLERS
 from autopetl.training import TrainConfig
+from autopetl.trial import TRAIN_KEYS, TRAIN_PREFIX, split_config
+
+__all__ = ["TRAIN_KEYS", "TRAIN_PREFIX", "split_config"]  # the config shape, from autopetl.trial
 
 
 def _builtin_spaces_dir() -> Path:
@@ -47,10 +50,6 @@ def _builtin_spaces_dir() -> Path:
 
 
 SPACES_DIR = _builtin_spaces_dir()
-# Training hyper-parameters a space may set (TrainConfig fields that make sense to search).
-TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup_epochs")
-# A method's own training parameters are named <method>.train.<key> (split_config).
-TRAIN_PREFIX = ".train."
 _DIST_TYPES = ("float", "int", "categorical")
 
 
@@ -148,24 +147,6 @@ class SearchSpace:
                     {"method": method, **{p.name: v for p, v in zip(params, values, strict=True)}}
                 )
         return out
-
-
-def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """A trial's flat config to (method name, method options, training options).
-
-    ``<method>.train.<key>`` is the method's own training parameter (``linear.train.lr``); it
-    takes the place of the shared ``<key>``.
-    """
-    method = config["method"]
-    prefix, own_train = f"{method}.", f"{method}{TRAIN_PREFIX}"
-    options = {
-        k[len(prefix) :]: v
-        for k, v in config.items()
-        if k.startswith(prefix) and not k.startswith(own_train)
-    }
-    train = {k: v for k, v in config.items() if k in TRAIN_KEYS}
-    train |= {k[len(own_train) :]: v for k, v in config.items() if k.startswith(own_train)}
-    return method, options, train
 
 
 def resolve_space_path(space: str | Path) -> Path:

@@ -13,69 +13,34 @@ retries only trials whose worker or node died (those never reach this code's ``e
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import ray
 import torch
 from ray import tune
-from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.backbones import BackboneSpec, input_stats
+from autopetl.backbones import input_stats
 from autopetl.errors import TrainingDivergedError
 from autopetl.feature_cache import FeatureCache
 from autopetl.methods import build_method
-from autopetl.methods.io import rebuildable_backbone
+from autopetl.objectives import MEASURES, measure
 from autopetl.pipeline import TaskData, attach
-from autopetl.search.space import split_config
-from autopetl.training import EpochMetrics, TrainConfig, train
+from autopetl.training import EpochMetrics, train
+from autopetl.trial import TrialSetup, cached_backbone, split_config, train_config_of
 
 # When this worker process had imported the trial code (torch, timm, Ray Tune: most of a worker's
 # start). Recorded with each trial, with the process id: trials that share a worker (Tune's
 # reuse_actors) share both, and the gap to the search's start is what the worker start cost it.
 WORKER_READY_AT = time.time()
-_BACKBONES: dict[str, VisionTransformer] = {}
 # Head-only trials (linear, mlp) of this worker share the frozen features of its backbone.
 _FEATURES = FeatureCache()
 STATE_FILE = "trainer_state.pt"
-
-
-@dataclass(frozen=True)
-class TrialSetup:
-    """What every trial of one search shares (small; the data travel separately)."""
-
-    backbone: BackboneSpec
-    num_classes: int
-    seed: int
-    precision: str = "auto"
-    cpus_per_trial: float = 1.0
-
-
-def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
-    """The frozen backbone of this worker process, built on first use."""
-    key = json.dumps([spec.to_dict(), num_classes], sort_keys=True)
-    if key not in _BACKBONES:
-        _BACKBONES.clear()  # one backbone per worker: a new search replaces the old one
-        # A random-init backbone comes from a fixed seed, so every worker of a search (and later
-        # evaluate and serve) holds the same frozen weights, whatever its random state.
-        _BACKBONES[key] = rebuildable_backbone(spec, num_classes)
-    return _BACKBONES[key]
-
-
-def train_config_of(config: dict[str, Any], setup: TrialSetup, device: str) -> TrainConfig:
-    _, _, train_values = split_config(config)
-    epochs = int(train_values.get("epochs", 10))
-    train_values.setdefault("warmup_epochs", min(1.0, epochs - 1))
-    # TrainConfig checks the value; the cast only tells mypy it will.
-    precision = cast(Any, setup.precision)
-    return TrainConfig(seed=setup.seed, precision=precision, device=device, **train_values)
 
 
 def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> None:
@@ -88,7 +53,11 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
     """
     # What the trial knows about itself before training: filled in by _train_trial, and reported
     # with an error too (Tune requires the objectives' keys in every result).
-    params: dict[str, Any] = {"tunable_params": None, "tunable_params_without_head": None}
+    params: dict[str, Any] = {
+        "tunable_params": None,
+        "tunable_params_without_head": None,
+        **dict.fromkeys(MEASURES),
+    }
     try:
         _train_trial(config, data=data, setup=setup, params=params)
     except Exception as exc:
@@ -131,7 +100,7 @@ def _train_trial(
     # A worker runs one trial at a time, so methods that only read the backbone use it as it is.
     model = attach(backbone, method, seed=setup.seed, copy_backbone=method.changes_backbone)
     params.update(
-        tunable_params=model.num_tunable(),
+        measure(model, setup.backbone.img_size),  # every measured objective, once per trial
         tunable_params_without_head=model.num_tunable(include_head=False),
         epochs=train_config.epochs,
     )

@@ -141,7 +141,7 @@ def for_tasks(store: Store, tasks: list[str], max_params: int | None = None) -> 
 
 def for_search(store: Store, search: str) -> list[ServedTask]:
     """The best evaluated configuration of one search."""
-    from autopetl.evaluation import _rank, configuration_results
+    from autopetl.evaluation import configuration_results, rank_key
 
     results = configuration_results(store, search)  # raises on an unknown search
     if not results:
@@ -149,7 +149,7 @@ def for_search(store: Store, search: str) -> list[ServedTask]:
             f"search {search!r} has no evaluated configuration; "
             f"run `autopetl evaluate --search {search}` first"
         )
-    return [served_task(store, min(results, key=_rank))]
+    return [served_task(store, min(results, key=rank_key))]
 
 
 def for_trial(store: Store, search: str, trial_key: str) -> list[ServedTask]:

@@ -26,16 +26,15 @@ import torch
 from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.backbones import BackboneSpec, build_backbone, input_stats
-from autopetl.errors import ConfigError, WeightsError
+from autopetl.backbones import BackboneSpec, input_stats
+from autopetl.errors import ConfigError
 from autopetl.methods.base import PetlModel
 from autopetl.methods.io import (
     WEIGHTS_FILE,
     file_sha256,
-    frozen_digest,
+    frozen_backbone,
     load_tunable,
     read_meta,
-    rebuildable_backbone,
 )
 from autopetl.tasks.data import normalize
 
@@ -76,21 +75,7 @@ class SharedBackbone:
     def __init__(self, spec: dict[str, Any], backbone_init: dict[str, Any] | None = None) -> None:
         self.spec = BackboneSpec(**spec)
         self.backbone_init = dict(backbone_init) if backbone_init else None
-        if self.spec.weights == "none":
-            if self.backbone_init is None:
-                raise WeightsError(
-                    f"{self.spec.name} is randomly initialised and no artifact says how to rebuild "
-                    f"it; evaluate the configurations again with this autopetl"
-                )
-            base = rebuildable_backbone(self.spec, 0, int(self.backbone_init["seed"]))
-            if frozen_digest(base) != self.backbone_init["sha256"]:
-                raise WeightsError(
-                    f"rebuilding random-init {self.spec.name} from seed "
-                    f"{self.backbone_init['seed']} gave other weights than the artifacts were "
-                    f"trained on (another timm or torch version?)"
-                )
-        else:
-            base = build_backbone(self.spec, 0)
+        base = frozen_backbone(self.spec, 0, self.backbone_init, where="the served artifacts")
         base.requires_grad_(False)
         self.base: VisionTransformer = base.eval()
         self.mean, self.std = input_stats(base)

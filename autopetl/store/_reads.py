@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session
 
+from autopetl.objectives import Objective, objectives_of, parse_objectives, values_of
 from autopetl.store import queries
 from autopetl.store._engine import StoreError
 from autopetl.store._rows import artifact, epoch, evaluation, search, trial
@@ -152,8 +153,12 @@ class StoreReads:
         search_name: str | None = None,
         task: str | None = None,
         backbone: Mapping[str, Any] | None = None,
+        objectives: Sequence[str] | None = None,
     ) -> list[TrialRecord]:
-        """Completed trials not dominated on (val_acc max, tunable_params min), fewest params first.
+        """Completed trials that no other dominates on the objectives, cheapest first.
+
+        ``objectives`` (names from autopetl/objectives.py) default to the search's own (what it
+        was run with), or (val_acc, tunable_params) for a task.
 
         Give a search, or a task to pool every search of that task on one backbone: accuracies
         compare only within one backbone, weights and input size, so a task whose searches ran on
@@ -163,8 +168,8 @@ class StoreReads:
         Raises:
             StoreError: ``task`` has searches on several backbones and ``backbone`` is None.
         """
-        done = [t for t in self._completed(search_name, task) if t.val_acc is not None]
-        done = [t for t in done if t.tunable_params is not None]
+        chosen = self._objectives(search_name, objectives)
+        done = [t for t in self._completed(search_name, task) if values_of(t, chosen) is not None]
         if task is not None:
             backbones = {s.name: s.backbone for s in self.list_searches() if s.task == task}
             if backbone is not None:
@@ -177,17 +182,34 @@ class StoreReads:
                     f"the searches of {task} ran on {len(shown)} backbones ({'; '.join(shown)}): "
                     "their accuracies do not share one front; pass backbone= to choose one"
                 )
-        return queries.non_dominated(done, [(t.val_acc, float(t.tunable_params)) for t in done])  # type: ignore[arg-type,misc]
+        values = [values_of(t, chosen) or () for t in done]
+        return queries.front(done, values, chosen)
+
+    def _objectives(
+        self, search_name: str | None, names: Sequence[str] | None
+    ) -> tuple[Objective, ...]:
+        if names is not None:
+            return parse_objectives(names)
+        search = self.get_search(search_name) if search_name is not None else None
+        return objectives_of(search.options if search is not None else None)
 
     def hypervolume(
         self,
         search_name: str | None = None,
         task: str | None = None,
-        reference: tuple[float, float] | None = None,
+        reference: Sequence[float] | None = None,
         *,
         log_params: bool = True,
+        objectives: Sequence[str] | None = None,
     ) -> float:
-        """Hypervolume of :meth:`pareto_front` (see :func:`autopetl.store.queries.hypervolume`)."""
-        front = self.pareto_front(search_name, task)
-        points = [(t.val_acc, float(t.tunable_params)) for t in front]  # type: ignore[arg-type,misc]
-        return queries.hypervolume(points, reference, log_params=log_params)  # type: ignore[arg-type]
+        """Hypervolume of :meth:`pareto_front` on its objectives (see
+        :func:`autopetl.store.queries.hypervolume_of`); ``log_params=False`` measures parameters
+        on a linear scale (2 objectives only, :func:`autopetl.store.queries.hypervolume`)."""
+        chosen = self._objectives(search_name, objectives)
+        front = self.pareto_front(search_name, task, objectives=[o.name for o in chosen])
+        values = [values_of(t, chosen) or () for t in front]
+        if not log_params:
+            if len(chosen) != 2:
+                raise StoreError("log_params=False is for (val_acc, tunable_params) only")
+            return queries.hypervolume(values, reference, log_params=False)  # type: ignore[arg-type]
+        return queries.hypervolume_of(values, chosen, reference)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autopetl.objectives import MEASURES as MEASURE_COLUMNS
 from autopetl.store.models import (
     ArtifactModel,
     EpochModel,
@@ -58,7 +59,6 @@ def trial(row: TrialModel, search_name: str) -> TrialRecord:
         wall_time_s=row.wall_time_s,
         images_per_s=row.images_per_s,
         peak_memory_mb=row.peak_memory_mb,
-        flops=row.flops,
         cost=row.cost,
         epochs_done=row.epochs_done,
         attempts=row.attempts,
@@ -66,6 +66,7 @@ def trial(row: TrialModel, search_name: str) -> TrialRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
+        measures={name: getattr(row, name) for name in MEASURE_COLUMNS},
     )
 
 

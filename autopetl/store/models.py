@@ -93,7 +93,8 @@ class TrialModel(_Timestamps, Base):
     wall_time_s: Mapped[float | None] = mapped_column(SafeFloat)
     images_per_s: Mapped[float | None] = mapped_column(SafeFloat)
     peak_memory_mb: Mapped[float | None] = mapped_column(SafeFloat)
-    flops: Mapped[float | None] = mapped_column(SafeFloat)  # training FLOPs (not MACs), if known
+    # Objectives measured once per configuration (autopetl/objectives.py), a column each.
+    inference_gflops: Mapped[float | None] = mapped_column(SafeFloat)  # revision 0004
     cost: Mapped[dict[str, Any]] = mapped_column(SafeJSON)  # the full cost dict as reported
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=1)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from autopetl.objectives import Objective
 
 T = TypeVar("T")
 Point = tuple[float, float]  # (val_acc, tunable_params)
@@ -73,3 +76,76 @@ def hypervolume(
         next_x = x(front[i + 1][1]) if i + 1 < len(front) else x(ref_params)
         area += (next_x - x(params)) * (acc - ref_acc)
     return area
+
+
+# -- any number of objectives (autopetl/objectives.py) --------------------------------------------
+def minimised(values: Sequence[float], objectives: Sequence[Objective]) -> tuple[float, ...]:
+    """Values on the scale every comparison uses: each smaller-is-better, log where asked."""
+    return tuple(o.minimised(v) for o, v in zip(objectives, values, strict=True))
+
+
+def front(
+    items: Sequence[T], values: Sequence[Sequence[float]], objectives: Sequence[Objective]
+) -> list[T]:
+    """The items no other dominates on ``objectives`` (n of them), cheapest on the second first.
+
+    Values with a non-finite coordinate are dropped; equal points are all kept.
+    """
+    valid = [
+        (item, minimised(v, objectives))
+        for item, v in zip(items, values, strict=True)
+        if all(math.isfinite(float(x)) for x in v)
+    ]
+
+    def beats(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and any(
+            x < y for x, y in zip(a, b, strict=True)
+        )
+
+    kept = [(item, p) for item, p in valid if not any(beats(q, p) for _, q in valid if q is not p)]
+    kept.sort(key=lambda ip: (*ip[1][1:], ip[1][0]))
+    return [item for item, _ in kept]
+
+
+def default_reference_of(
+    values: Sequence[Sequence[float]], objectives: Sequence[Objective]
+) -> tuple[float, ...]:
+    """The worst corner: 0 for an accuracy-like objective (max), 1.1 x the largest value else."""
+    out = []
+    for i, o in enumerate(objectives):
+        if o.direction == "max":
+            out.append(0.0)
+        else:
+            seen = [float(v[i]) for v in values if math.isfinite(float(v[i]))]
+            out.append(1.1 * max(seen) if seen else 1.0)
+    return tuple(out)
+
+
+def hypervolume_of(
+    values: Sequence[Sequence[float]],
+    objectives: Sequence[Objective],
+    reference: Sequence[float] | None = None,
+) -> float:
+    """The volume dominated by ``values`` up to ``reference``, on the comparison scale.
+
+    Exact, by slicing along the last objective (HSO): O(n^d), fine for the fronts of hundreds of
+    trials on 2 or 3 objectives. With (val_acc, tunable_params) it equals :func:`hypervolume`.
+    """
+    ref = minimised(reference or default_reference_of(values, objectives), objectives)
+    points = [minimised(v, objectives) for v in values if all(math.isfinite(float(x)) for x in v)]
+    inside = [p for p in points if all(x < r for x, r in zip(p, ref, strict=True))]
+    return _hso(inside, ref)
+
+
+def _hso(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
+    if not points:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(p[0] for p in points)
+    ordered = sorted(points, key=lambda p: p[-1])
+    volume = 0.0
+    for i, p in enumerate(ordered):
+        upper = ordered[i + 1][-1] if i + 1 < len(ordered) else ref[-1]
+        if upper > p[-1]:
+            volume += (upper - p[-1]) * _hso([q[:-1] for q in ordered[: i + 1]], ref[:-1])
+    return volume

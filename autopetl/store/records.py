@@ -67,7 +67,6 @@ class TrialRecord(_Record):
     wall_time_s: float | None
     images_per_s: float | None
     peak_memory_mb: float | None
-    flops: float | None
     cost: dict[str, Any]
     epochs_done: int
     attempts: int
@@ -75,6 +74,14 @@ class TrialRecord(_Record):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    # The objectives measured once per configuration other than tunable_params, by name
+    # (autopetl/objectives.py): inference_gflops. None where not measured (older trials).
+    measures: dict[str, float | None] = field(default_factory=dict)
+
+    def objective(self, name: str) -> float | None:
+        """The value of the objective ``name`` (val_acc, tunable_params or a measure)."""
+        value = getattr(self, name, None) if name in ("val_acc", "tunable_params") else None
+        return value if value is not None else self.measures.get(name)
 
 
 @dataclass(frozen=True)

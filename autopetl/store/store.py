@@ -22,6 +22,7 @@ from sqlalchemy import URL, Connection, Engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from autopetl.objectives import MEASURES
 from autopetl.store._engine import (
     StoreError,
     describe_connect_error,
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Keys of a trial's cost dict that also get their own columns (the rest stay in the JSON only).
-COST_COLUMNS = ("wall_time_s", "images_per_s", "peak_memory_mb", "flops")
+COST_COLUMNS = ("wall_time_s", "images_per_s", "peak_memory_mb")
 
 
 def _code_version() -> str:
@@ -267,6 +268,7 @@ class Store(StoreReads):
         best_epoch: int | None = None,
         tunable_params: int | None = None,
         tunable_params_without_head: int | None = None,
+        measures: Mapping[str, float | None] | None = None,
         cost: Mapping[str, Any] | None = None,
         epochs_done: int | None = None,
         error: str | None = None,
@@ -275,7 +277,9 @@ class Store(StoreReads):
         """Create or update a trial of a search and return its id.
 
         ``status`` is one of running, completed, pruned, failed (a new trial defaults to running).
-        ``cost`` keys ``wall_time_s``, ``images_per_s``, ``peak_memory_mb`` and ``flops`` are also
+        ``measures`` are objectives measured once per configuration (``inference_gflops``: see
+        autopetl/objectives.py), each in its column; other keys are refused.
+        ``cost`` keys ``wall_time_s``, ``images_per_s`` and ``peak_memory_mb`` are also
         stored in columns of their own; the whole dict is kept as JSON. ``None`` keeps what is
         stored; ``finished_at`` is set when the trial first reaches a terminal status.
         """
@@ -297,6 +301,11 @@ class Store(StoreReads):
         }
         if cost is not None:
             given.update({k: cost[k] for k in COST_COLUMNS if cost.get(k) is not None})
+        if measures:
+            unknown = sorted(set(measures) - set(MEASURES))
+            if unknown:
+                raise StoreError(f"unknown measure {unknown[0]!r}; the store keeps {MEASURES}")
+            given.update(measures)
         given = {k: v for k, v in given.items() if v is not None}
         now = utcnow()
         terminal = status in TERMINAL_TRIAL_STATUSES

@@ -1,0 +1,78 @@
+"""What a search's trials and an evaluation's runs share, with no Ray, Optuna or store.
+
+A trial's configuration travels flat (``{"method": "vpt", "vpt.prompt_length": 10, "lr": ...}``,
+the form Optuna samples and Tune passes): :func:`split_config` turns it into the method's options
+and the training options, in one place. :class:`TrialSetup` is what every trial of a search has
+in common; :func:`cached_backbone` is this process's frozen backbone; :func:`train_config_of`
+the training config of one configuration (its warm-up default included). Both the Ray
+trainable (autopetl/search/trainable.py) and autopetl/evaluation.py stand on this module, so
+``evaluate --in-process`` imports no Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+from timm.models.vision_transformer import VisionTransformer
+
+from autopetl.backbones import BackboneSpec
+from autopetl.methods.io import rebuildable_backbone
+from autopetl.training import TrainConfig
+
+# Training hyper-parameters a space may set (TrainConfig fields that make sense to search).
+TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup_epochs")
+# A method's own training parameters are named <method>.train.<key> (split_config).
+TRAIN_PREFIX = ".train."
+
+_BACKBONES: dict[str, VisionTransformer] = {}
+
+
+def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A trial's flat config to (method name, method options, training options).
+
+    ``<method>.train.<key>`` is the method's own training parameter (``linear.train.lr``); it
+    takes the place of the shared ``<key>``.
+    """
+    method = config["method"]
+    prefix, own_train = f"{method}.", f"{method}{TRAIN_PREFIX}"
+    options = {
+        k[len(prefix) :]: v
+        for k, v in config.items()
+        if k.startswith(prefix) and not k.startswith(own_train)
+    }
+    train = {k: v for k, v in config.items() if k in TRAIN_KEYS}
+    train |= {k[len(own_train) :]: v for k, v in config.items() if k.startswith(own_train)}
+    return method, options, train
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of one search shares (small; the data travel separately)."""
+
+    backbone: BackboneSpec
+    num_classes: int
+    seed: int
+    precision: str = "auto"
+    cpus_per_trial: float = 1.0
+
+
+def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
+    """The frozen backbone of this worker process, built on first use."""
+    key = json.dumps([spec.to_dict(), num_classes], sort_keys=True)
+    if key not in _BACKBONES:
+        _BACKBONES.clear()  # one backbone per worker: a new search replaces the old one
+        # A random-init backbone comes from a fixed seed, so every worker of a search (and later
+        # evaluate and serve) holds the same frozen weights, whatever its random state.
+        _BACKBONES[key] = rebuildable_backbone(spec, num_classes)
+    return _BACKBONES[key]
+
+
+def train_config_of(config: dict[str, Any], setup: TrialSetup, device: str) -> TrainConfig:
+    _, _, train_values = split_config(config)
+    epochs = int(train_values.get("epochs", 10))
+    train_values.setdefault("warmup_epochs", min(1.0, epochs - 1))
+    # TrainConfig checks the value; the cast only tells mypy it will.
+    precision = cast(Any, setup.precision)
+    return TrainConfig(seed=setup.seed, precision=precision, device=device, **train_values)
