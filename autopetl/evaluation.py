@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from autopetl.errors import AutopetlError, ConfigError
 from autopetl.names import folder_name
 from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES
+from autopetl.recording import TEST_SPLIT, record_run  # record_run: re-exported
 from autopetl.tasks import SplitData, get_task, load_split
 from autopetl.tasks.data import default_cache_dir
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 SELECTIONS = ("pareto", "best", "trial")
 TRAIN_SPLIT = "train800val200"
-TEST_SPLIT = "test"
 # Searches load their splits with the data seed 0 (the dSprites permutation), whatever --seed is;
 # evaluation must read the same images, so the run seed never reaches the data.
 DATA_SEED = 0
@@ -415,28 +415,6 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
 
 
 # -- many runs ----------------------------------------------------------------------------------
-def record_run(store: Store, run: EvaluationRun) -> None:
-    """Write one run to the store: its evaluation row and, if it succeeded, its weights."""
-    job = run.job
-    store.upsert_evaluation(
-        job.search_name,
-        job.trial_key,
-        seed=job.seed,
-        split=TEST_SPLIT,
-        test_acc=run.test_acc,
-        metrics=run.metrics,
-    )
-    if run.error is None:
-        store.upsert_artifact(
-            job.search_name,
-            job.trial_key,
-            f"weights-seed{job.seed}",
-            job.artifact_dir,
-            sha256=run.artifact_sha256,
-            size_bytes=run.artifact_bytes,
-        )
-
-
 def _failed(job: EvaluationJob, exc: BaseException) -> EvaluationRun:
     lines = str(exc).strip().splitlines()
     message = f"{type(exc).__name__}: {lines[-1] if lines else ''}"

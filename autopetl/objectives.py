@@ -53,7 +53,7 @@ class Objective:
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return "-"
         if self.kind == "percent":
-            return f"{value:.1%}"
+            return f"{value:.2%}"
         if self.kind == "count":
             return f"{int(value):,}"
         return f"{value:.3g}"

@@ -29,6 +29,13 @@ TRAIN_PREFIX = ".train."
 _BACKBONES: dict[str, VisionTransformer] = {}
 
 
+def warmup_within(requested: float, epochs: int) -> float:
+    """The warm-up a run of ``epochs`` gets: at most all epochs but the last (a warm-up as long
+    as the run would never reach the full learning rate); none for a one-epoch run. Searches,
+    evaluations and ``autopetl train`` all use this one rule."""
+    return max(0.0, min(float(requested), epochs - 1.0))
+
+
 def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """A trial's flat config to (method name, method options, training options).
 
@@ -72,7 +79,7 @@ def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
 def train_config_of(config: dict[str, Any], setup: TrialSetup, device: str) -> TrainConfig:
     _, _, train_values = split_config(config)
     epochs = int(train_values.get("epochs", 10))
-    train_values.setdefault("warmup_epochs", min(1.0, epochs - 1))
+    train_values["warmup_epochs"] = warmup_within(train_values.get("warmup_epochs", 1.0), epochs)
     # TrainConfig checks the value; the cast only tells mypy it will.
     precision = cast(Any, setup.precision)
     return TrainConfig(seed=setup.seed, precision=precision, device=device, **train_values)

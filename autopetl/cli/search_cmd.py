@@ -243,13 +243,16 @@ def _objectives_arg(text: str) -> tuple[Objective, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _pareto_table(outcome: SearchOutcome, objectives: tuple[Objective, ...]) -> Table:
+def _pareto_table(
+    outcome: SearchOutcome, objectives: tuple[Objective, ...] | None = None
+) -> Table:
     """The front, one row per point: trials tied on both objectives share a row.
 
     Short searches tie often (several learning rates of one prompt length, all at chance), and a
     summary that repeats one point twenty times hides the front; `autopetl trials --pareto` lists
     every tied trial.
     """
+    objectives = objectives or parse_objectives(DEFAULT_OBJECTIVES)
     # The front is sorted by its costs, so trials tied on every objective are adjacent.
     points = [
         list(group)

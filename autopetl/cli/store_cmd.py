@@ -12,9 +12,6 @@ import io
 import json
 import logging
 import math
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +24,7 @@ from autopetl.errors import error_line
 from autopetl.objectives import MEASURES, OBJECTIVES
 
 if TYPE_CHECKING:
-    from autopetl.store import SearchRecord, Store, TrialRecord
-    from autopetl.training import EpochMetrics, TrainResult
+    from autopetl.store import SearchRecord, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -340,113 +336,3 @@ def run_db(args: argparse.Namespace) -> int:
     else:
         console.print("behind: upgraded on next use, or now with `autopetl db upgrade`")
     return 0
-
-
-# -- autopetl train ------------------------------------------------------------------------
-def default_run_name(task: str, method: str) -> str:
-    """``train-<task>-<method>-<local time>-<4 hex>``: unique even for runs in the same second."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"train-{task.replace('/', '-')}-{method}-{stamp}-{uuid.uuid4().hex[:4]}"
-
-
-class TrainRecorder:
-    """Records one ``autopetl train`` run as a one-trial search (trial key ``"0"``).
-
-    Life cycle: :meth:`open` before any work (a bad ``--db`` fails at once), :meth:`begin` just
-    before training, :meth:`epoch` per epoch, and the training inside :meth:`recording`, which
-    records a failure (then re-raises it) and closes the store; :meth:`completed` at the end.
-    """
-
-    TRIAL_KEY = "0"
-
-    def __init__(self, store: Store, name: str, task: str, method: str) -> None:
-        self.store = store
-        self.name = name
-        self.task = task
-        self.method = method
-
-    @classmethod
-    def open(cls, db: str | None, name: str | None, *, task: str, method: str) -> TrainRecorder:
-        from autopetl.store import StoreError, open_store
-
-        store = open_store(db)
-        name = name or default_run_name(task, method)
-        if store.get_search(name) is not None:
-            store.close()
-            raise StoreError(f"a search named {name!r} already exists; pick another --name")
-        return cls(store, name, task, method)
-
-    def begin(
-        self,
-        *,
-        method_config: dict[str, Any],
-        backbone: dict[str, Any],
-        train_config: dict[str, Any],
-        options: dict[str, Any],
-    ) -> None:
-        # Claimed atomically: `open` checked the name early for a quick error, but two runs
-        # started at once both pass that check (and once shared one row, B's config with A's
-        # accuracy); here exactly one of them gets the name, before either trains.
-        self.store.upsert_search(
-            self.name,
-            self.task,
-            "train",
-            {},
-            backbone,
-            budget=1,
-            options={"command": "train", **options},
-            create_only=True,
-        )
-        config = {"method": self.method, "method_config": method_config, "train": train_config}
-        self.store.upsert_trial(
-            self.name, self.TRIAL_KEY, number=0, method=self.method, config=config, status="running"
-        )
-
-    def epoch(self, m: EpochMetrics) -> None:
-        self.store.upsert_epoch(
-            self.name, self.TRIAL_KEY, m.epoch, m.train_loss, m.val_acc, m.lr, m.seconds
-        )
-
-    def completed(self, result: TrainResult) -> None:
-        cost = {
-            "wall_time_s": result.wall_time_s,
-            "images_per_s": result.images_per_s,
-            "peak_memory_mb": result.peak_memory_mb,
-            "device": result.device,
-            "precision": result.precision,
-        }
-        self.store.upsert_trial(
-            self.name,
-            self.TRIAL_KEY,
-            status="completed",
-            val_acc=result.last_val_acc,  # the objective a search ranks by, see docs/STORE.md
-            last_val_acc=result.last_val_acc,
-            best_epoch=result.best_epoch,
-            tunable_params=result.tunable_params,
-            tunable_params_without_head=result.tunable_params_without_head,
-            cost=cost,
-            epochs_done=len(result.epochs),
-        )
-        self.store.set_search_status(self.name, "completed")
-        err_console.print(f"recorded as search {self.name} in {self.store.url}")
-
-    def failed(self, exc: BaseException) -> None:
-        """Record the trial as failed; never raises (the training error is what matters)."""
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        try:
-            error = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
-            self.store.upsert_trial(self.name, self.TRIAL_KEY, status="failed", error=error)
-            self.store.set_search_status(self.name, "interrupted" if interrupted else "failed")
-        except Exception:
-            log.exception("could not record the failed run %s", self.name)
-
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        """Record a failure of the block (then re-raise it); close the store either way."""
-        try:
-            yield
-        except BaseException as exc:
-            self.failed(exc)
-            raise
-        finally:
-            self.store.close()

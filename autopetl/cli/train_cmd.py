@@ -20,9 +20,10 @@ from autopetl.cli._options import (
     int_in,
     parse_set_options,
 )
-from autopetl.cli.store_cmd import TrainRecorder, add_db_option
+from autopetl.cli.store_cmd import add_db_option
 from autopetl.errors import ConfigError
 from autopetl.precision import PRECISION_HELP, PRECISIONS
+from autopetl.recording import TrainRecorder
 from autopetl.tasks import get_task
 
 # The methods, the training loop and timm are imported by run(), so that `autopetl train --help`
@@ -104,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
     from autopetl.backbones import build_backbone, describe
     from autopetl.methods import build_method
     from autopetl.methods.io import save_tunable
+    from autopetl.objectives import measure
     from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
     from autopetl.training import TrainConfig, resolve_device
+    from autopetl.trial import warmup_within
 
     resolve_device(args.device)  # a GPU this machine lacks: one line, before any data loads
     if args.output is not None:
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         optimizer=args.optimizer,
-        warmup_epochs=min(args.warmup_epochs, epochs - 1) if epochs > 1 else 0,
+        warmup_epochs=warmup_within(args.warmup_epochs, epochs),
         seed=args.seed,
         precision=args.precision,
         device=args.device,
@@ -165,11 +168,13 @@ def run(args: argparse.Namespace) -> int:
         train_config=dataclasses.asdict(config),
         options={"smoke_test": args.smoke_test, "data_root": str(args.data_root or "")},
     )
+    url = recorder.store.url
     with progress, recorder.recording():
         model, result = train_one(
             backbone, method, data, config, on_step=on_step, on_epoch=on_epoch
         )
-        recorder.completed(result)
+        recorder.completed(result, measure(model, spec.img_size))
+    err_console.print(f"recorded as search {recorder.name} in {url}", markup=False)
 
     table = Table(title=f"{method.name} on {task.name}", show_header=False)
     rows = [

@@ -18,7 +18,7 @@ from ray.tune.experiment import Trial
 from ray.tune.stopper import Stopper
 
 from autopetl.errors import error_line
-from autopetl.objectives import MEASURES
+from autopetl.recording import record_epoch, record_outcome
 from autopetl.search.searcher import finished_training
 from autopetl.store import Store
 from autopetl.trial import split_config
@@ -28,17 +28,6 @@ log = logging.getLogger(__name__)
 # The first trials failing with one error this many times stop the search (a search whose every
 # trial fails should say so in seconds, not after --max-failed trials).
 REPEATED_FAILURES = 3
-
-COST_KEYS = (
-    "wall_time_s",
-    "images_per_s",
-    "peak_memory_mb",
-    "device",
-    "precision",
-    "node_id",
-    "worker_pid",
-    "worker_ready_at",
-)
 
 
 def trial_key(config: dict[str, Any]) -> str:
@@ -123,24 +112,7 @@ class StoreRecorder(Callback):
         if result.get("error"):
             return  # a failed outcome, recorded by on_trial_complete
         key = trial_key(trial.config)
-        self.store.upsert_epoch(
-            self.search_name,
-            key,
-            int(result["epoch"]),
-            train_loss=result.get("train_loss"),
-            val_acc=result.get("val_acc"),
-            lr=result.get("lr"),
-            seconds=result.get("epoch_seconds"),
-        )
-        self.store.upsert_trial(
-            self.search_name,
-            key,
-            val_acc=result.get("val_acc"),
-            last_val_acc=result.get("val_acc"),
-            tunable_params=result.get("tunable_params"),
-            tunable_params_without_head=result.get("tunable_params_without_head"),
-            measures={m: result.get(m) for m in MEASURES},
-        )
+        record_epoch(self.store, self.search_name, key, result)
         method, _, _ = split_config(trial.config)
         self._emit(
             TrialEvent(
@@ -195,21 +167,8 @@ class StoreRecorder(Callback):
         self._count(status, error, raised=raised)
         key = trial_key(trial.config)
         method, _, _ = split_config(trial.config)
-        cost = {k: result[k] for k in COST_KEYS if k in result}
         val_acc = result.get("val_acc")
-        self.store.upsert_trial(
-            self.search_name,
-            key,
-            status=status,
-            val_acc=val_acc,
-            last_val_acc=val_acc,
-            best_epoch=result.get("best_epoch"),
-            tunable_params=result.get("tunable_params"),
-            tunable_params_without_head=result.get("tunable_params_without_head"),
-            measures={m: result.get(m) for m in MEASURES},
-            cost=cost or None,
-            error=error,
-        )
+        record_outcome(self.store, self.search_name, key, status, result, error)
         self._emit(
             TrialEvent(
                 status,

@@ -39,6 +39,7 @@ from autopetl.search.defaults import (
     DEFAULT_SCHEDULER,
     SCHEDULERS,
 )
+from autopetl.search.internals import fail_running_trial
 from autopetl.search.recorder import FailureStopper, StoreRecorder, TrialEvent
 from autopetl.search.schedulers import make_scheduler
 from autopetl.search.searcher import ParetoOptunaSearch
@@ -239,7 +240,7 @@ def _recover(store: Store, study: optuna.Study, name: str, *, retry: bool = Fals
         )
     # Queued (WAITING) trials never started: the next Tuner asks for them as they are.
     for ot in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(ot._trial_id, TrialState.FAIL)
+        fail_running_trial(study, ot)
         if retry and ot.params:
             study.enqueue_trial(ot.params, skip_if_exists=False)
     return len(stale)

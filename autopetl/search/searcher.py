@@ -13,6 +13,8 @@ import logging
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from autopetl.search.internals import searcher_state, stored_trial
+
 log = logging.getLogger(__name__)
 
 
@@ -27,18 +29,22 @@ class ParetoOptunaSearch(OptunaSearch):
     """OptunaSearch over a search's objectives (its ``metric`` and ``mode`` lists, from
     autopetl/objectives.py) that keeps unfinished trials off the front."""
 
+    def _objectives(self) -> list[str]:
+        metric = self._metric  # OptunaSearch keeps the metric list it was given
+        return [metric] if isinstance(metric, str) else list(metric or ())
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        completed, ot_trials, study = searcher_state(self)
+        if trial_id in completed or trial_id not in ot_trials:
             return
-        ot_trial = self._ot_trials[trial_id]
-        study = self._ot_study
+        ot_trial = ot_trials[trial_id]
         assert study is not None  # set up by OptunaSearch before any trial exists
         if error or (result or {}).get("error"):
             state, values = TrialState.FAIL, None
         elif result and finished_training(result):
-            state, values = TrialState.COMPLETE, [float(result[m]) for m in self._metric]
+            state, values = TrialState.COMPLETE, [float(result[m]) for m in self._objectives()]
         else:
             state, values = TrialState.PRUNED, None
         try:
@@ -47,8 +53,8 @@ class ParetoOptunaSearch(OptunaSearch):
             # Either the values were refused (NaN), or the tell went through and a sampler hook
             # failed after it: GridSampler calls study.stop() when the grid is done, which raises
             # outside study.optimize(). Only an unrecorded trial is marked FAIL.
-            stored = study._storage.get_trial(ot_trial._trial_id)
+            stored = stored_trial(study, ot_trial)
             if not stored.state.is_finished():
                 log.warning("optuna could not record trial %s: %s", ot_trial.number, exc)
                 study.tell(ot_trial, None, state=TrialState.FAIL)
-        self._completed_trials.add(trial_id)
+        completed.add(trial_id)

@@ -26,10 +26,10 @@ from typing import Any
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, InMemoryStorage
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from autopetl.errors import SearchConflictError
+from autopetl.search.internals import FrozenStudy
 
 
 class DriverStudyStorage(BaseStorage):
