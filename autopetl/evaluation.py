@@ -33,6 +33,7 @@ from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES
 from autopetl.recording import TEST_SPLIT, record_run  # record_run: re-exported
 from autopetl.tasks import SplitData, get_task, load_split
 from autopetl.tasks.data import default_cache_dir
+from autopetl.trial import TrialConfig
 
 if TYPE_CHECKING:
     from autopetl.store import SearchRecord, Store, TrialRecord
@@ -206,22 +207,6 @@ def default_artifacts_dir() -> Path:
     return default_db_path().parent / "artifacts"
 
 
-def flat_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's config in the search's flat form (``method``, ``<method>.<option>``, ``lr``...).
-
-    ``autopetl train`` records its run nested (``method_config`` and ``train``); searches record
-    it flat, which is what :func:`autopetl.trial.split_config` reads.
-    """
-    if "method_config" not in config or not isinstance(config.get("train"), dict):
-        return dict(config)
-    from autopetl.trial import TRAIN_KEYS
-
-    method = config["method"]
-    options = {f"{method}.{k}": v for k, v in (config.get("method_config") or {}).items()}
-    train = {k: v for k, v in config["train"].items() if k in TRAIN_KEYS}
-    return {"method": method, **options, **train}
-
-
 def artifact_dir(root: str | Path, search_name: str, trial_key: str, seed: int) -> Path:
     """Where one run's tunable weights go: ``ROOT/<search>/<trial>/seed<k>``, always in ROOT."""
     return Path(root) / folder_name(search_name) / folder_name(str(trial_key)) / f"seed{seed}"
@@ -281,7 +266,7 @@ def plan_evaluation(
             search_name=search_name,
             trial_key=t.trial_key,
             method=t.method or t.config["method"],
-            config=flat_config(t.config),
+            config=TrialConfig.from_record(t.config).flat(),
             seed=seed,
             task=task.name,
             backbone=dict(search.backbone),

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from autopetl.objectives import MEASURES
+from autopetl.trial import TrialConfig
 
 if TYPE_CHECKING:
     from autopetl.evaluation import EvaluationRun
@@ -163,10 +164,12 @@ class TrainRecorder:
             {},
             backbone,
             budget=1,
-            options={"command": "train", **options},
+            options={"command": "train", "train_config": train_config, **options},
             create_only=True,
         )
-        config = {"method": self.method, "method_config": method_config, "train": train_config}
+        # Recorded flat, as a search's trials are; what is not a searched option (seed,
+        # precision, device) is kept with the run's options.
+        config = TrialConfig(self.method, method_config, train_config).flat()
         self.store.upsert_trial(
             self.name, self.TRIAL_KEY, number=0, method=self.method, config=config, status="running"
         )

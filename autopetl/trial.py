@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from timm.models.vision_transformer import VisionTransformer
+# Light at import (the CLI imports the config shape): torch and timm load when a backbone or a
+# training config is built.
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.backbones import BackboneSpec
-from autopetl.methods.io import rebuildable_backbone
-from autopetl.training import TrainConfig
+    from autopetl.backbones import BackboneSpec
+    from autopetl.training import TrainConfig
 
 # Training hyper-parameters a space may set (TrainConfig fields that make sense to search).
 TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup_epochs")
@@ -27,6 +29,41 @@ TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup
 TRAIN_PREFIX = ".train."
 
 _BACKBONES: dict[str, VisionTransformer] = {}
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One configuration: a method, its options and its training options.
+
+    Its flat form (:meth:`flat`) is the one every writer records and Optuna and Tune carry:
+    ``{"method": "vpt", "vpt.prompt_length": 10, "lr": 0.01}``, a method's own training option as
+    ``<method>.train.<key>``; :meth:`from_flat` parses it. :meth:`from_record` also reads the
+    nested form ``autopetl train`` recorded before (``method_config`` and ``train``).
+    """
+
+    method: str
+    options: dict[str, Any]
+    train: dict[str, Any]
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> TrialConfig:
+        method, options, train = split_config(flat)
+        return cls(method, options, train)
+
+    @classmethod
+    def from_record(cls, config: dict[str, Any]) -> TrialConfig:
+        if "method_config" in config and isinstance(config.get("train"), dict):
+            train = {k: v for k, v in config["train"].items() if k in TRAIN_KEYS}
+            return cls(str(config["method"]), dict(config.get("method_config") or {}), train)
+        return cls.from_flat(config)
+
+    def flat(self) -> dict[str, Any]:
+        options = {f"{self.method}.{k}": v for k, v in self.options.items()}
+        return {
+            "method": self.method,
+            **options,
+            **{k: v for k, v in self.train.items() if k in TRAIN_KEYS},
+        }
 
 
 def warmup_within(requested: float, epochs: int) -> float:
@@ -67,6 +104,8 @@ class TrialSetup:
 
 def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
     """The frozen backbone of this worker process, built on first use."""
+    from autopetl.methods.io import rebuildable_backbone
+
     key = json.dumps([spec.to_dict(), num_classes], sort_keys=True)
     if key not in _BACKBONES:
         _BACKBONES.clear()  # one backbone per worker: a new search replaces the old one
@@ -77,6 +116,8 @@ def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
 
 
 def train_config_of(config: dict[str, Any], setup: TrialSetup, device: str) -> TrainConfig:
+    from autopetl.training import TrainConfig
+
     _, _, train_values = split_config(config)
     epochs = int(train_values.get("epochs", 10))
     train_values["warmup_epochs"] = warmup_within(train_values.get("warmup_epochs", 1.0), epochs)

@@ -243,9 +243,7 @@ def _objectives_arg(text: str) -> tuple[Objective, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _pareto_table(
-    outcome: SearchOutcome, objectives: tuple[Objective, ...] | None = None
-) -> Table:
+def _pareto_table(outcome: SearchOutcome, objectives: tuple[Objective, ...] | None = None) -> Table:
     """The front, one row per point: trials tied on both objectives share a row.
 
     Short searches tie often (several learning rates of one prompt length, all at chance), and a

@@ -21,7 +21,6 @@ from autopetl.errors import error_line
 from autopetl.recording import record_epoch, record_outcome
 from autopetl.search.searcher import finished_training
 from autopetl.store import Store
-from autopetl.trial import split_config
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ class StoreRecorder(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         key = trial_key(trial.config)
-        method, _, _ = split_config(trial.config)
+        method = str(trial.config["method"])  # no need to split the whole config
         self._attempts.setdefault(key, 1)
         self.store.upsert_trial(
             self.search_name,
@@ -113,7 +112,7 @@ class StoreRecorder(Callback):
             return  # a failed outcome, recorded by on_trial_complete
         key = trial_key(trial.config)
         record_epoch(self.store, self.search_name, key, result)
-        method, _, _ = split_config(trial.config)
+        method = str(trial.config["method"])  # no need to split the whole config
         self._emit(
             TrialEvent(
                 "epoch",
@@ -166,7 +165,7 @@ class StoreRecorder(Callback):
     ) -> None:
         self._count(status, error, raised=raised)
         key = trial_key(trial.config)
-        method, _, _ = split_config(trial.config)
+        method = str(trial.config["method"])  # no need to split the whole config
         val_acc = result.get("val_acc")
         record_outcome(self.store, self.search_name, key, status, result, error)
         self._emit(

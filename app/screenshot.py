@@ -6,7 +6,7 @@ not wait for websocket traffic. So this drives Chromium over the DevTools protoc
 the page, poll the DOM until a ``.js-plotly-plot`` has drawn its ``main-svg``, let it settle,
 then capture. Used by tests/test_dashboard_browser.py and to make docs/dashboard.png::
 
-    python -m autopetl.dashboard.screenshot http://127.0.0.1:8501 docs/dashboard.png
+    python app/screenshot.py http://127.0.0.1:8501 docs/dashboard.png
 """
 
 from __future__ import annotations
