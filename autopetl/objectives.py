@@ -56,7 +56,7 @@ class Objective:
             return f"{value:.2%}"
         if self.kind == "count":
             return f"{int(value):,}"
-        return f"{value:.3g}"
+        return f"{value:.3f}"
 
     def minimised(self, value: float) -> float:
         """The value on the scale every comparison uses: smaller is better, log where asked."""
