@@ -23,6 +23,10 @@ from .conftest import TINY, TINY_REG
 VARIANTS: list[tuple[str, dict]] = [
     ("vpt", {"deep": False, "prompt_length": 3}),
     ("vpt", {"deep": True, "dropout": 0.1}),
+    ("vpt", {"location": "add", "deep_layers": 2}),
+    ("vpt", {"deep_layers": 2, "deep_from": "last", "readout": "prompt_pool"}),
+    ("vpt", {"deep": False, "readout": "image_prompt_pool"}),
+    ("vpt", {"location": "add", "deep": False, "readout": "image_pool"}),
     ("dvpt", {"dynamic": "specific", "prompt_length": 4}),
     ("dvpt", {"meta_input": "cls", "depth": 2}),
     ("dvpt", {"deep": False, "depth": 6, "hidden": 16}),

@@ -25,35 +25,90 @@ def vpt_init_(prompts: torch.Tensor, backbone: VisionTransformer) -> None:
     nn.init.uniform_(prompts, -val, val)
 
 
-class PromptedModel(PetlModel):
-    """A frozen ViT whose blocks see prompt tokens; subclasses say what the prompts are."""
+# How the output is read (VPT's ablation, Fig. 8; VIT_POOL_TYPE in the official code): the [CLS]
+# token ("original"), the mean of the image tokens ("img_pool"), of the prompt outputs
+# ("prompt_pool"), or of both ("imgprompt_pool").
+READOUTS = ("cls", "image_pool", "prompt_pool", "image_prompt_pool")
 
-    def __init__(self, backbone: VisionTransformer, prompt_length: int, dropout: float) -> None:
+
+class PromptedModel(PetlModel):
+    """A frozen ViT whose blocks see prompt tokens; subclasses say what the prompts are.
+
+    Prompts for block ``i`` come from :meth:`first_prompts` (``i == 0``) or :meth:`deep_prompts`.
+    The first prompts to arrive are inserted after the prefix tokens; later ones replace the
+    previous block's prompt outputs. A block without prompts passes them on. So VPT-deep on the
+    first k blocks and on the last k blocks (where the first k blocks see no prompts at all) are
+    one loop.
+    """
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        prompt_length: int,
+        dropout: float,
+        readout: str = "cls",
+    ) -> None:
         super().__init__(backbone)
         self.prompt_length = prompt_length
         self.prompt_dropout = nn.Dropout(dropout)
+        self.readout = readout
 
-    def first_prompts(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Prompts [B, p, d] entering the first block; ``tokens`` are the embedded input."""
+    def first_prompts(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Prompts [B, p, d] entering the first block (None: none there); ``tokens`` are the
+        embedded input."""
         raise NotImplementedError
 
     def deep_prompts(self, layer: int) -> torch.Tensor | None:
-        """Prompts [p, d] replacing the prompt outputs before block ``layer`` >= 1, or None."""
+        """Prompts [p, d] (or [B, p, d]) for block ``layer`` >= 1, or None."""
         return None
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The normed output tokens without the prompts, and the normed prompt outputs (None
+        when no block had prompts)."""
         vit = self.backbone
         x = vit.patch_embed(x)
         x = vit._pos_embed(x)
         x = vit.patch_drop(x)
         x = vit.norm_pre(x)
         n, p = vit.num_prefix_tokens, self.prompt_length
-        first = self.prompt_dropout(self.first_prompts(x)).to(x.dtype)
-        x = torch.cat([x[:, :n], first, x[:, n:]], dim=1)
+        inserted = False
         for i, block in enumerate(vit.blocks):
-            if i > 0 and (deep := self.deep_prompts(i)) is not None:
-                deep = self.prompt_dropout(deep.to(x.dtype).expand(x.shape[0], -1, -1))
-                x = torch.cat([x[:, :n], deep, x[:, n + p :]], dim=1)
+            prompts = self.first_prompts(x) if i == 0 else self.deep_prompts(i)
+            if prompts is not None:
+                prompts = prompts.to(x.dtype)
+                if prompts.dim() == 2:
+                    prompts = prompts.expand(x.shape[0], -1, -1)
+                prompts = self.prompt_dropout(prompts)
+                rest = x[:, n + p :] if inserted else x[:, n:]
+                x = torch.cat([x[:, :n], prompts, rest], dim=1)
+                inserted = True
             x = block(x)
-        x = torch.cat([x[:, :n], x[:, n + p :]], dim=1)
-        return vit.norm(x)
+        x = vit.norm(x)
+        if not inserted:
+            return x, None
+        return torch.cat([x[:, :n], x[:, n + p :]], dim=1), x[:, n : n + p]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.readout == "cls":
+            return self.forward_head(self.forward_features(x))
+        tokens, prompts = self.encode(x)
+        return self.read_out(tokens, prompts)
+
+    def read_out(self, tokens: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
+        """Pool as :attr:`readout` says, then timm's own head path (fc_norm, dropout, head)."""
+        vit = self.backbone
+        image = tokens[:, vit.num_prefix_tokens :]
+        if self.readout == "image_pool":
+            pooled = image.mean(dim=1)
+        elif prompts is None:
+            raise ValueError(
+                f"readout {self.readout} needs prompt outputs, and no block had prompts"
+            )
+        elif self.readout == "prompt_pool":
+            pooled = prompts.mean(dim=1)
+        else:  # image_prompt_pool
+            pooled = torch.cat([prompts, image], dim=1).mean(dim=1)
+        return vit.head(vit.head_drop(vit.fc_norm(pooled)))

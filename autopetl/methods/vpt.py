@@ -3,6 +3,22 @@
 Learnable prompt tokens are inserted after [CLS]. Shallow: p prompts before the first block
 (p * d parameters). Deep: a fresh set before every block (N * p * d parameters). Initialisation
 and placement follow the official code (KMnP/vpt), see :mod:`autopetl.methods._prompting`.
+
+The paper's design choices are options too, each with the paper's default, so a search can ask
+which hold for a task (``search_spaces/vpt_design.yaml``); the official code's names in brackets:
+
+- ``location``: ``prepend`` (new tokens after the prefix) or ``add`` (one prompt per token,
+  [CLS] included, added element-wise to the sequence: no new tokens, so no extra inference
+  cost) [LOCATION prepend / add];
+- ``deep_layers`` k and ``deep_from``: deep prompts on the first k blocks (``first``; the shallow
+  prompt is the first of them) or on the last k (``last``: the blocks before see no prompts)
+  [NUM_DEEP_LAYERS, REVERSE_DEEP]; 0 is every block. The official REVERSE_DEEP path slices off
+  p patch tokens where it first inserts its prompts; here the first prompts are inserted, as
+  everywhere else;
+- ``readout``: the [CLS] token, or the mean of the image tokens, of the prompt outputs, or of
+  both [VIT_POOL_TYPE original / img_pool / prompt_pool / imgprompt_pool]; the pooled feature
+  goes through timm's fc_norm and head. The prompt readouts need ``prepend``, as in the official
+  code.
 """
 
 from __future__ import annotations
@@ -14,7 +30,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from autopetl.errors import ConfigError
-from autopetl.methods._prompting import PromptedModel, vpt_init_
+from autopetl.methods._prompting import READOUTS, PromptedModel, vpt_init_
 from autopetl.methods.base import Method, MethodConfig, PetlModel, head_params, make_head_tunable
 from autopetl.methods.registry import register_method
 
@@ -22,34 +38,98 @@ from autopetl.methods.registry import register_method
 @dataclass(frozen=True)
 class VPTConfig(MethodConfig):
     """Attributes:
-    prompt_length: Prompts per layer, p (VPT searches 1 to 200).
+    prompt_length: Prompts per layer, p (VPT searches 1 to 200); unused by ``location: add``,
+        whose prompts are one per token.
     deep: Prompts before every block (VPT-deep) instead of the first only (VPT-shallow).
     dropout: Dropout on the prompt tokens (VPT's prompt dropout).
+    location: ``prepend`` (the paper's) or ``add``.
+    deep_layers: With ``deep``, how many blocks get prompts; 0 (the paper's), or more than the
+        backbone has: all of them.
+    deep_from: ``first`` (the paper's) or ``last``: which ``deep_layers`` blocks.
+    readout: ``cls`` (the paper's), ``image_pool``, ``prompt_pool`` or ``image_prompt_pool``.
     """
 
     prompt_length: int = 10
     deep: bool = True
     dropout: float = 0.0
+    location: str = "prepend"
+    deep_layers: int = 0
+    deep_from: str = "first"
+    readout: str = "cls"
 
     def __post_init__(self) -> None:
         if self.prompt_length < 1:
             raise ConfigError(f"prompt_length must be >= 1, got {self.prompt_length}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        for name, value, choices in (
+            ("location", self.location, LOCATIONS),
+            ("deep_from", self.deep_from, ("first", "last")),
+            ("readout", self.readout, READOUTS),
+        ):
+            if value not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        if self.deep_layers < 0:
+            raise ConfigError(f"deep_layers must be >= 0 (0: every block), got {self.deep_layers}")
+        if not self.deep and (self.deep_layers or self.deep_from != "first"):
+            raise ConfigError(
+                "deep_layers and deep_from choose deep prompts' blocks: set deep=true"
+            )
+        if self.location == "add" and self.readout in ("prompt_pool", "image_prompt_pool"):
+            raise ConfigError(
+                f"readout {self.readout} reads prompt outputs, which location add does not have "
+                "(its prompts are added to the tokens); use cls or image_pool"
+            )
+
+    def prompted_blocks(self, blocks: int) -> list[int]:
+        """The blocks that get prompts, in a ViT of ``blocks`` blocks."""
+        if not self.deep:
+            return [0]
+        # More than the backbone has is every block: one space serves ViT-S and a 4-block smoke
+        # model alike.
+        k = min(self.deep_layers or blocks, blocks)
+        return list(range(k)) if self.deep_from == "first" else list(range(blocks - k, blocks))
+
+
+LOCATIONS = ("prepend", "add")
+
+
+def _tokens(backbone: VisionTransformer) -> int:
+    """Tokens of the sequence the blocks see: prefix ([CLS], registers) and patches."""
+    return backbone.num_prefix_tokens + backbone.patch_embed.num_patches
 
 
 class VPTModel(PromptedModel):
     def __init__(self, backbone: VisionTransformer, config: VPTConfig) -> None:
-        super().__init__(backbone, config.prompt_length, config.dropout)
-        layers = len(backbone.blocks) if config.deep else 1
-        self.prompts = nn.Parameter(torch.empty(layers, config.prompt_length, backbone.embed_dim))
+        super().__init__(backbone, config.prompt_length, config.dropout, config.readout)
+        self.config = config
+        blocks = config.prompted_blocks(len(backbone.blocks))
+        # Block index -> row of self.prompts.
+        self.rows = {block: row for row, block in enumerate(blocks)}
+        length = _tokens(backbone) if config.location == "add" else config.prompt_length
+        self.prompts = nn.Parameter(torch.empty(len(blocks), length, backbone.embed_dim))
         vpt_init_(self.prompts, backbone)
 
-    def first_prompts(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.prompts[0].expand(tokens.shape[0], -1, -1)
+    def first_prompts(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        return self.deep_prompts(0)
 
     def deep_prompts(self, layer: int) -> torch.Tensor | None:
-        return self.prompts[layer] if layer < self.prompts.shape[0] else None
+        row = self.rows.get(layer)
+        return None if row is None else self.prompts[row]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.config.location == "prepend":
+            return super().encode(x)
+        # add: each prompted block's input gets its prompts added, one per token (official
+        # "add": the embeddings at the first block, the previous block's output after).
+        vit = self.backbone
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        for i, block in enumerate(vit.blocks):
+            row = self.rows.get(i)
+            if row is not None:
+                x = x + self.prompt_dropout(self.prompts[row].to(x.dtype)).unsqueeze(0)
+            x = block(x)
+        return vit.norm(x), None
 
 
 @register_method
@@ -64,5 +144,7 @@ class VPT(Method):
         return VPTModel(backbone, self.config)
 
     def closed_form_params(self, backbone: VisionTransformer) -> int:
-        layers = len(backbone.blocks) if self.config.deep else 1
-        return layers * self.config.prompt_length * backbone.embed_dim + head_params(backbone)
+        c = self.config
+        layers = len(c.prompted_blocks(len(backbone.blocks)))
+        length = _tokens(backbone) if c.location == "add" else c.prompt_length
+        return layers * length * backbone.embed_dim + head_params(backbone)
