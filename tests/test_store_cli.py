@@ -43,7 +43,9 @@ def test_train_is_recorded_then_listed_and_exported(tmp_path: Path, capsys) -> N
     assert search is not None and search.status == "completed" and search.budget == 1
     assert search.task == "vtab/dsprites_loc" and search.weights_source == "none"
     assert (trial.method, trial.status, trial.epochs_done) == ("linear", "completed", 2)
-    assert trial.config["train"]["epochs"] == 2 and trial.tunable_params == 1040
+    # Recorded flat, as a search trial: method, its options, the searched training options.
+    assert trial.config["method"] == "linear" and trial.config["epochs"] == 2
+    assert trial.tunable_params == 1040
     assert trial.wall_time_s is not None and trial.cost["device"] == "cpu"
     assert [e.epoch for e in epochs] == [1, 2]
 

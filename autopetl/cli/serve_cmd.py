@@ -118,7 +118,14 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autopetl.serving import ImageLimits, ServeError, for_search, for_tasks, for_trial
+    from autopetl.serving import (
+        ImageLimits,
+        ServeError,
+        check_servable,
+        for_search,
+        for_tasks,
+        for_trial,
+    )
     from autopetl.store import open_store
 
     _check(args)
@@ -133,18 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ServeError(f"--trial expects SEARCH:KEY, got {args.trial!r}")
             tasks = for_trial(store, search, key)
         url = store.url
-    for t in tasks:
-        if t.backbone.get("weights") == "none" and not args.smoke_test:
-            raise ServeError(
-                f"{t.key} ({t.search}:{t.trial_key}) was trained on a randomly initialised "
-                f"backbone: its predictions mean nothing; pass --smoke-test to serve it anyway"
-            )
-        if t.backbone.get("weights") == "none" and t.backbone_init is None:
-            raise ServeError(
-                f"{t.key}: the artifact {t.artifact} does not record how to rebuild its random "
-                f"backbone (or cannot be read); run `autopetl evaluate --search {t.search} "
-                f"--trial {t.trial_key}` again"
-            )
+    check_servable(tasks, allow_random=args.smoke_test)
 
     from ray import serve
 

@@ -10,7 +10,14 @@ Ray and FastAPI are imported by :mod:`~autopetl.serving.app` only.
 
 from __future__ import annotations
 
-from autopetl.serving.catalog import ServedTask, ServeError, for_search, for_tasks, for_trial
+from autopetl.serving.catalog import (
+    ServedTask,
+    ServeError,
+    check_servable,
+    for_search,
+    for_tasks,
+    for_trial,
+)
 from autopetl.serving.images import ImageError, ImageLimits, preprocess
 from autopetl.serving.models import SharedBackbone, TaskModel
 
@@ -21,6 +28,7 @@ __all__ = [
     "ServedTask",
     "SharedBackbone",
     "TaskModel",
+    "check_servable",
     "for_search",
     "for_tasks",
     "for_trial",

@@ -42,6 +42,8 @@ from autopetl.serving.images import ALLOWED_CONTENT_TYPES, ImageError, ImageLimi
 log = logging.getLogger(__name__)
 
 MAX_K = 100
+# Seconds a replica has to finish its requests when Serve stops (Ctrl-C, SIGTERM, redeploys).
+GRACEFUL_SHUTDOWN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -470,6 +472,8 @@ def build_app(tasks: list[ServedTask], options: ServeOptions | None = None) -> A
             # ingress's bounded queue, and past it are answered 503 (BackPressureError).
             max_ongoing_requests=options.max_ongoing,
             max_queued_requests=options.max_queued,
+            # A request takes well under a second: 5 s of draining on shutdown, not Ray's 20.
+            graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
         ).bind(group[0].backbone, init, [t.to_dict() for t in group], int(options.backbone_cpus))
         for t in group:
             deployment_of[t.key] = name
@@ -481,6 +485,7 @@ def build_app(tasks: list[ServedTask], options: ServeOptions | None = None) -> A
         num_replicas=options.replicas,
         max_ongoing_requests=256,
         max_queued_requests=options.ingress_max_queued,
+        graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
     ).bind(
         [t.to_dict() for t in tasks],
         deployment_of,

@@ -187,3 +187,21 @@ def group_by_backbone(tasks: list[ServedTask]) -> dict[str, list[ServedTask]]:
     for t in tasks:
         groups.setdefault(backbone_key(json.loads(json.dumps(t.backbone))), []).append(t)
     return groups
+
+
+def check_servable(tasks: list[ServedTask], *, allow_random: bool) -> None:
+    """Refuse what must not be served: weights trained on a random-init backbone (their
+    predictions mean nothing) unless ``allow_random`` (``--smoke-test``), and a random backbone
+    whose artifact does not say how to rebuild it."""
+    for t in tasks:
+        if t.backbone.get("weights") == "none" and not allow_random:
+            raise ServeError(
+                f"{t.key} ({t.search}:{t.trial_key}) was trained on a randomly initialised "
+                f"backbone: its predictions mean nothing; pass --smoke-test to serve it anyway"
+            )
+        if t.backbone.get("weights") == "none" and t.backbone_init is None:
+            raise ServeError(
+                f"{t.key}: the artifact {t.artifact} does not record how to rebuild its random "
+                f"backbone (or cannot be read); run `autopetl evaluate --search {t.search} "
+                f"--trial {t.trial_key}` again"
+            )
