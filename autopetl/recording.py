@@ -58,7 +58,7 @@ def record_epoch(store: Store, search: str, key: str, result: Mapping[str, Any])
         train_loss=result.get("train_loss"),
         val_acc=result.get("val_acc"),
         lr=result.get("lr"),
-        seconds=result.get("epoch_seconds"),
+        seconds=result.get("seconds"),
     )
     store.upsert_trial(
         search,

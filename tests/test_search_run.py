@@ -388,3 +388,37 @@ def test_a_second_driver_is_refused_before_it_touches_the_search(tmp_path, db_ur
     ).stdout.strip()  # fmt: skip
     assert store.take_driver_lease("one", dead, 30.0) is None
     assert store.take_driver_lease("one", driver_id(), 30.0) is None
+
+
+def test_a_backbone_sweep_runs_one_search_and_front_per_backbone(
+    ray_session, tmp_path, sqlite_url, capsys
+):
+    from autopetl.cli import main
+
+    args = ["search", "--task", "vtab/dsprites_loc", "--budget", "2", "--smoke-test"]
+    args += ["--epochs", "1", "--scheduler", "none", "--name", "sweep", "--db", sqlite_url]
+    args += ["--backbone", "vit_tiny_patch16_224,vit_small_patch16_224", "--weights", "none"]
+    assert main([*args, "--storage", str(tmp_path / "ray")]) == 0
+    store = open_store(sqlite_url)
+    searches = {s.name: s for s in store.list_searches()}
+    assert set(searches) == {"sweep-vit_tiny_patch16_224", "sweep-vit_small_patch16_224"}
+    assert {s.backbone["name"] for s in searches.values()} == {
+        "vit_tiny_patch16_224", "vit_small_patch16_224",
+    }  # fmt: skip
+    for name in searches:
+        assert len(store.trials(name)) == 2 and store.pareto_front(name)
+    out = capsys.readouterr().out
+    assert "Pareto front of sweep-vit_tiny_patch16_224" in out
+    assert "Pareto front of sweep-vit_small_patch16_224" in out
+
+
+def test_backbone_lists_are_checked_before_anything_runs(sqlite_url, capsys):
+    from autopetl.cli import main
+
+    base = ["--task", "vtab/dsprites_loc", "--smoke-test", "--db", sqlite_url]
+    two = ["--backbone", "vit_tiny_patch16_224,vit_small_patch16_224"]
+    assert main(["search", *base, *two, "--weights", "none,none,none"]) == 2
+    assert "3 values for 2 backbones" in capsys.readouterr().err
+    assert main(["train", *base, "--method", "linear", *two]) == 2
+    assert "takes one backbone" in capsys.readouterr().err
+    assert open_store(sqlite_url).list_searches() == []

@@ -59,10 +59,16 @@ IMG_SIZE = int_in(8, 4096)
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backbone")
     group.add_argument(
-        "--backbone", default=None, help=f"timm ViT name (default {DEFAULT_BACKBONE})"
+        "--backbone",
+        default=None,
+        help=f"timm ViT name (default {DEFAULT_BACKBONE}); `search` takes several, "
+        "comma-separated (a backbone sweep: one search and one front each)",
     )
     group.add_argument(
-        "--weights", default=None, help="hub (default), a local weights file, or none (random init)"
+        "--weights",
+        default=None,
+        help="hub (default), a local weights file, or none (random init); with several "
+        "backbones, one per backbone (comma-separated, same order) or one for all",
     )
     group.add_argument(
         "--img-size", type=IMG_SIZE, default=None, help="input side in pixels, 8-4096 (default 224)"
@@ -79,16 +85,43 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def backbone_spec(args: argparse.Namespace) -> BackboneSpec:
-    """The backbone the options ask for; ``--smoke-test`` starts from the tiny random ViT."""
+    """The one backbone the options ask for; ``--smoke-test`` starts from the tiny random ViT."""
+    specs = backbone_specs(args)
+    if len(specs) > 1:
+        raise ConfigError(
+            f"this command takes one backbone, got {len(specs)} ({args.backbone}); "
+            "`autopetl search` sweeps several"
+        )
+    return specs[0]
+
+
+def backbone_specs(args: argparse.Namespace) -> list[BackboneSpec]:
+    """The backbones of ``--backbone a,b,c`` with ``--weights wa,wb,wc`` (or one weights value
+    for all: hub, none); each is searched on its own, never on a shared front."""
+    names = [n.strip() for n in (args.backbone or "").split(",") if n.strip()] or [None]
+    weights = [w.strip() for w in (args.weights or "").split(",") if w.strip()] or [None]
+    if len(weights) not in (1, len(names)):
+        raise ConfigError(
+            f"--weights gives {len(weights)} values for {len(names)} backbones: give one per "
+            "backbone, in the same order, or one for all (hub, none)"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--backbone names a backbone twice: {args.backbone}")
+    if len(weights) == 1:
+        weights = weights * len(names)
+    return [_spec(args, n, w) for n, w in zip(names, weights, strict=True)]
+
+
+def _spec(args: argparse.Namespace, backbone: str | None, weights: str | None) -> BackboneSpec:
     base = SMOKE_BACKBONE if getattr(args, "smoke_test", False) else BackboneSpec()
-    name = args.backbone or base.name
+    name = backbone or base.name
     img_size = args.img_size or base.img_size
     if img_size < 8:
         raise ConfigError(f"--img-size must be at least 8 pixels, got {img_size}")
     # The smoke model's overrides only make sense for the smoke model itself.
     overrides = base.overrides if name == base.name else {}
     return BackboneSpec(
-        name=name, weights=args.weights or base.weights, img_size=img_size, overrides=overrides
+        name=name, weights=weights or base.weights, img_size=img_size, overrides=overrides
     )
 
 

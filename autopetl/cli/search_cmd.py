@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -18,7 +19,7 @@ from autopetl.cli._options import (
     SEED,
     add_backbone_options,
     add_data_options,
-    backbone_spec,
+    backbone_specs,
     float_in,
     int_in,
 )
@@ -319,18 +320,20 @@ def run(args: argparse.Namespace) -> int:
             "(docs/SEARCH.md): expect a sparse front",
             markup=False,
         )
-    spec = backbone_spec(args)
+    specs = backbone_specs(args)
     store = open_store(args.db)
-    if args.resume and len(tasks) == 1 and store.get_search(args.name) is None:
+    if args.resume and len(tasks) == 1 and len(specs) == 1 and store.get_search(args.name) is None:
         raise ConfigError(
             f"no search named {args.name!r} to resume; `autopetl searches` lists them"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     plans = []
     # Load every task's data before anything is written: a missing dataset fails here, cleanly.
-    for task in tasks:
+    # One search per task and backbone: accuracies of two backbones never share a front.
+    for task, spec in ((t, s) for t in tasks for s in specs):
         base = args.name or f"{task.folder}-{space.name}-{stamp}"
         name = base if len(tasks) == 1 else f"{base}-{task.folder}"
+        name = name if len(specs) == 1 else f"{name}-{spec.name}"
         if _already_met(store, name, task, space, spec, args):
             continue
         with status(f"preparing {task.name} at {spec.img_size}px"):
@@ -368,8 +371,11 @@ def run(args: argparse.Namespace) -> int:
     # Every worker builds this backbone; build it once here first, so that a missing weights
     # file, an unreachable hub or a checkpoint of another model is one line before Ray starts
     # (and hub weights are downloaded once, into the cache the workers read).
-    with status(f"checking {spec.name} ({spec.weights}) at {spec.img_size}px"):
-        rebuildable_backbone(spec, tasks[0].num_classes)
+    for spec in {
+        json.dumps(p.backbone.to_dict(), sort_keys=True): p.backbone for p in plans
+    }.values():
+        with status(f"checking {spec.name} ({spec.weights}) at {spec.img_size}px"):
+            rebuildable_backbone(spec, tasks[0].num_classes)
     with status("starting Ray"):
         connect(args.address, database_url=store.url)
         check_trial_fits(args.cpus_per_trial, args.gpus_per_trial)

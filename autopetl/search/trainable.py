@@ -111,7 +111,7 @@ def _train_trial(
             val_acc=m.val_acc,
             train_loss=m.train_loss,
             lr=m.lr,
-            epoch_seconds=m.seconds,
+            seconds=m.seconds,  # the epoch's, as EpochMetrics and the store name it
         )
         if state is None:
             tune.report({**metrics, **params, **extra})
