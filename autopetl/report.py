@@ -180,8 +180,8 @@ def our_rows(
     keep = None if tasks is None else {t.name for t in tasks}
     best: dict[tuple[str, str], dict[str, ConfigurationResult]] = {}
     for r in results:
-        if keep is not None and r.task not in keep:
-            continue
+        if (keep is not None and r.task not in keep) or r.task not in TASKS:
+            continue  # the table is VTAB-1k's; FGVC results are listed by `autopetl evaluate`
         if max_params is not None and (r.tunable_params is None or r.tunable_params > max_params):
             continue
         cells = best.setdefault((r.method, _backbone_key(r)), {})

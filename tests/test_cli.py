@@ -10,12 +10,15 @@ import pytest
 from autopetl.cli import main
 
 
-def test_tasks_lists_19_and_dsprites_offline(capsys):
+def test_tasks_lists_19_vtab_and_5_fgvc_and_dsprites_offline(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
-    assert "2 of 19 tasks available" in out
+    assert "2 of 24 tasks available" in out
     for name in ("vtab/dsprites_loc", "vtab/dsprites_ori", "vtab/sun397", "vtab/kitti"):
         assert name in out
+    for name in ("fgvc/cub", "fgvc/nabirds", "fgvc/oxford_flowers", "fgvc/stanford_dogs"):
+        assert name in out
+    assert "fgvc/stanford_cars" in out and "train,val,test}.json" in out
 
 
 def test_train_smoke_as_a_user_runs_it():

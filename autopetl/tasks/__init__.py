@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autopetl.tasks.registry import GROUPS, TASKS, TaskSpec, get_task, resolve_tasks
+from autopetl.tasks.registry import (
+    ALL_TASKS,
+    FGVC_TASKS,
+    GROUPS,
+    TASKS,
+    TaskSpec,
+    get_task,
+    resolve_tasks,
+)
 from autopetl.tasks.sources import data_source, default_data_root, is_available
 
 if TYPE_CHECKING:
@@ -26,6 +34,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ALL_TASKS",
+    "FGVC_TASKS",
     "GROUPS",
     "SPLITS",
     "TASKS",

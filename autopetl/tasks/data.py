@@ -24,7 +24,7 @@ from autopetl.errors import DataUnavailableError
 from autopetl.tasks import dsprites
 from autopetl.tasks.folder import iter_images, read_split_list
 from autopetl.tasks.registry import TaskSpec
-from autopetl.tasks.sources import default_data_root, split_file
+from autopetl.tasks.sources import default_data_root
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,21 @@ def _generate(
         ]
         return SplitData(torch.cat(chunks), torch.from_numpy(labels))
     if data_root is None:
-        raise DataUnavailableError(
-            f"{task.name} needs its VTAB-1k folder: pass --data-root DIR or set AUTOPETL_DATA "
-            f"(expects DIR/{task.folder}/{split}.txt)"
+        expects = (
+            f"DIR/{task.folder}/{{train,val,test}}.json and its images, as VPT prepares them"
+            if task.layout == "fgvc"
+            else f"DIR/{task.folder}/{split}.txt"
         )
-    pairs = read_split_list(data_root, task.folder, split)
+        raise DataUnavailableError(
+            f"{task.name} needs its data folder: pass --data-root DIR or set AUTOPETL_DATA "
+            f"(expects {expects})"
+        )
+    if task.layout == "fgvc":
+        from autopetl.tasks.fgvc import read_fgvc_split
+
+        pairs = read_fgvc_split(data_root, task, split)
+    else:
+        pairs = read_split_list(data_root, task.folder, split)
     if test_size is not None and split == "test":
         pairs = pairs[:test_size]
     images, labels = [], []
@@ -93,7 +103,7 @@ def _generate(
         images.append(resize_uint8(t, img_size))
         labels.append(label)
     if not images:
-        raise DataUnavailableError(f"{split_file(data_root, task.folder, split)} lists no images")
+        raise DataUnavailableError(f"the {split} split of {task.name} lists no images")
     label_t = torch.tensor(labels, dtype=torch.int64)
     if label_t.min() < 0 or label_t.max() >= task.num_classes:
         raise DataUnavailableError(

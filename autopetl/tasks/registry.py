@@ -1,6 +1,7 @@
-"""The 19 VTAB-1k tasks: names, class counts, groups and where their data comes from.
+"""The 19 VTAB-1k tasks and the 5 FGVC tasks of the VPT paper: names, class counts, groups.
 
-Class counts and folder names follow the common VTAB-1k layout (shared/reference/PAPERS.md).
+VTAB class counts and folder names follow the common VTAB-1k layout (shared/reference/PAPERS.md).
+The FGVC tasks read the layout VPT's code uses (``tasks/fgvc.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from autopetl.errors import UnknownTaskError
 
 GROUPS = ("natural", "specialized", "structured")
+FGVC = "fgvc"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,13 @@ class TaskSpec:
     num_classes: int
     group: str
     procedural: bool = False
+    # fgvc only: where the images sit inside the task's folder (VPT's get_imagedir).
+    image_dir: str = ""
+
+    @property
+    def layout(self) -> str:
+        """``procedural``, ``vtab`` (split lists) or ``fgvc`` (VPT's JSON annotations)."""
+        return "procedural" if self.procedural else "fgvc" if self.group == FGVC else "vtab"
 
 
 _VTAB = [
@@ -65,14 +74,35 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+# The five FGVC tasks of VPT (Jia et al., 2022, Table 1): folder under the data root, classes,
+# and the images' folder inside it, as VPT's JSONDataset subclasses have it.
+_FGVC = [
+    ("cub", 200, "images"),
+    ("nabirds", 555, "images"),
+    ("oxford_flowers", 102, ""),
+    ("stanford_dogs", 120, "Images"),
+    ("stanford_cars", 196, ""),
+]
+FGVC_TASKS: dict[str, TaskSpec] = {
+    f"fgvc/{folder}": TaskSpec(
+        name=f"fgvc/{folder}", folder=folder, num_classes=n, group=FGVC, image_dir=images
+    )
+    for folder, n, images in _FGVC
+}
+# Every task autopetl knows; TASKS stays the VTAB-1k benchmark the report lays out.
+ALL_TASKS: dict[str, TaskSpec] = {**TASKS, **FGVC_TASKS}
+
+
 def get_task(name: str) -> TaskSpec:
-    """Look a task up by name; ``dsprites_loc`` is accepted for ``vtab/dsprites_loc``."""
-    key = name if name.startswith("vtab/") else f"vtab/{name}"
-    if key not in TASKS:
-        raise UnknownTaskError(
-            f"unknown task {name!r}; run `autopetl tasks` to list the {len(TASKS)} known tasks"
-        )
-    return TASKS[key]
+    """Look a task up by name; ``dsprites_loc`` is accepted for ``vtab/dsprites_loc`` and
+    ``cub`` for ``fgvc/cub``."""
+    keys = [name] if "/" in name else [f"vtab/{name}", f"fgvc/{name}"]
+    for key in keys:
+        if key in ALL_TASKS:
+            return ALL_TASKS[key]
+    raise UnknownTaskError(
+        f"unknown task {name!r}; run `autopetl tasks` to list the {len(ALL_TASKS)} known tasks"
+    )
 
 
 def resolve_tasks(spec: str) -> list[TaskSpec]:
@@ -82,6 +112,8 @@ def resolve_tasks(spec: str) -> list[TaskSpec]:
         group = part.removeprefix("vtab/")
         if group in GROUPS:
             out.extend(t for t in TASKS.values() if t.group == group)
+        elif part == FGVC:
+            out.extend(FGVC_TASKS.values())
         else:
             out.append(get_task(part))
     if not out:

@@ -21,14 +21,26 @@ def split_file(root: Path, folder: str, split: str) -> Path:
     return root / folder / f"{split}.txt"
 
 
+def fgvc_file(root: Path, folder: str, split: str) -> Path:
+    """VPT's annotation file of an FGVC split: ``{train,val,test}.json``."""
+    return root / folder / f"{split}.json"
+
+
 def is_available(task: TaskSpec, data_root: Path | None) -> bool:
     """Whether a task's data can be had: generated, or its folder is under the data root."""
     if task.procedural:
         return True
-    return data_root is not None and split_file(data_root, task.folder, "train800").is_file()
+    if data_root is None:
+        return False
+    if task.layout == "fgvc":
+        return fgvc_file(data_root, task.folder, "train").is_file()
+    return split_file(data_root, task.folder, "train800").is_file()
 
 
 def data_source(task: TaskSpec, data_root: Path | None) -> str:
     if task.procedural:
         return "generated (procedural dSprites)"
+    if task.layout == "fgvc":
+        where = str(data_root / task.folder) if data_root else f"--data-root/{task.folder}"
+        return f"{where}/{{train,val,test}}.json (VPT's FGVC layout)"
     return str(data_root / task.folder) if data_root else "VTAB-1k folder under --data-root"
