@@ -206,22 +206,27 @@ def _serve_until_stopped() -> None:
     import ray
     from ray import serve
 
-    def on_sigterm(signum: int, frame: object) -> None:
+    def on_signal(signum: int, frame: object) -> None:
         raise _Stop
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGINT too, explicitly: a process started in the background by a non-interactive shell
+    # inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, on_signal) for s in stops}
     try:
         while True:
             time.sleep(3600)
     except (KeyboardInterrupt, _Stop):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the cleanup
+        for s in stops:  # a second signal must not cut the cleanup
+            signal.signal(s, signal.SIG_IGN)
         err_console.print("stopping: shutting down Ray Serve and Ray")
     finally:
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
-            signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     err_console.print("stopped")
 
 
