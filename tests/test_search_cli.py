@@ -81,7 +81,7 @@ def test_malformed_space_file_fails_cleanly(tmp_path, capsys, sqlite_url):
     assert open_store(sqlite_url).list_searches() == []
 
 
-def _search(name: str, db: str, budget: int, env: dict) -> subprocess.Popen:
+def _search(name: str, db: str, budget: int, env: dict, *extra: str) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -100,6 +100,7 @@ def _search(name: str, db: str, budget: int, env: dict) -> subprocess.Popen:
         "1",
         "--max-concurrent",
         "2",
+        *extra,
     ]
     return subprocess.Popen(
         cmd,
@@ -118,7 +119,10 @@ def test_driver_killed_then_resumed_meets_the_budget_exactly(tmp_path, sqlite_ur
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
     env |= {"AUTOPETL_HOME": str(tmp_path / "home")}
     budget = 8
-    first = _search("killme", sqlite_url, budget, env)
+    # 8 epochs a trial, not the smoke test's 2: trials on reused workers took tens of ms, and the
+    # whole budget could finish between two polls of the store (the kill then came too late).
+    slower = ("--epochs", "8")
+    first = _search("killme", sqlite_url, budget, env, *slower)
     store = open_store(sqlite_url)
     deadline = time.time() + 400
     while time.time() < deadline and first.poll() is None:
@@ -129,14 +133,14 @@ def test_driver_killed_then_resumed_meets_the_budget_exactly(tmp_path, sqlite_ur
         )
         if len(done) >= 2:
             break
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert first.poll() is None, first.stdout.read()
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
     first.wait()
     before = store.trials("killme")
     assert 2 <= len([t for t in before if t.status in ("completed", "pruned")]) < budget
 
-    second = _search("killme", sqlite_url, budget, env)
+    second = _search("killme", sqlite_url, budget, env, *slower)
     out, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out
     trials = store.trials("killme")
