@@ -18,7 +18,7 @@ import pandas as pd
 
 from autopetl.backbones import describe
 from autopetl.objectives import MEASURES, OBJECTIVES
-from autopetl.store import StoreError, non_dominated, open_store, queries, resolve_url, safe_url
+from autopetl.store import StoreError, open_store, queries, resolve_url, safe_url
 from autopetl.store.queries import hypervolume
 
 if TYPE_CHECKING:
@@ -213,18 +213,10 @@ def front(
     """
     rows = plotted(frame, accuracy, costs)
     column = ACCURACY_COLUMNS[accuracy]
-    if list(costs) == ["tunable_params"]:
-        points = [
-            (float(a), float(p)) for a, p in zip(rows[column], rows["tunable_params"], strict=True)
-        ]
-        keep = non_dominated(list(rows.index), points)
-    else:
-        chosen = [OBJECTIVES["val_acc"], *(OBJECTIVES[c] for c in costs)]
-        values = [
-            tuple(float(v) for v in r) for r in rows[[column, *costs]].itertuples(index=False)
-        ]
-        keep = queries.front(list(rows.index), values, chosen)
-    return rows.loc[keep]
+    # The store's own front function, so the chart's front is the store's (same order too).
+    chosen = [OBJECTIVES["val_acc"], *(OBJECTIVES[c] for c in costs)]
+    values = [tuple(float(v) for v in r) for r in rows[[column, *costs]].itertuples(index=False)]
+    return rows.loc[queries.front(list(rows.index), values, chosen)]
 
 
 def epochs_frame(epochs: list[EpochRecord]) -> pd.DataFrame:

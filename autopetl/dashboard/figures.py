@@ -170,17 +170,22 @@ def pareto_figure(
     )
     if cost == "tunable_params":
         _add_published(fig, published)
+    _front_layout(fig, accuracy, cost, title, height)
+    fig.update_layout(legend={"title": "method"})
+    return fig
+
+
+def _front_layout(fig: go.Figure, accuracy: str, cost: str, title: str | None, height: int) -> None:
+    """The axes, title and margins both views of the front share."""
     label = "validation accuracy (%)" if accuracy == "val" else "test accuracy (%), mean ± std"
     fig.update_layout(
         title=_layout_title(title),
         height=height,
         xaxis=_cost_axis(cost),
         yaxis={"title": label},
-        legend={"title": "method"},
         margin={"l": 10, "r": 10, "t": _top_margin(title), "b": 10},
         hoverlabel={"align": "left"},
     )
-    return fig
 
 
 def _cost_axis(cost: str) -> dict:
@@ -232,15 +237,7 @@ def _three_way_figure(
             hoverinfo="skip",
         )
     )
-    label = "validation accuracy (%)" if accuracy == "val" else "test accuracy (%), mean ± std"
-    fig.update_layout(
-        title=_layout_title(title),
-        height=height,
-        xaxis=_cost_axis(cost),
-        yaxis={"title": label},
-        margin={"l": 10, "r": 10, "t": _top_margin(title), "b": 10},
-        hoverlabel={"align": "left"},
-    )
+    _front_layout(fig, accuracy, cost, title, height)
     return fig
 
 
