@@ -1,17 +1,19 @@
 """What a search's trials and an evaluation's runs share, with no Ray, Optuna or store.
 
-A trial's configuration travels flat (``{"method": "vpt", "vpt.prompt_length": 10, "lr": ...}``,
-the form Optuna samples and Tune passes): :func:`split_config` turns it into the method's options
-and the training options, in one place. :class:`TrialSetup` is what every trial of a search has
+A trial's configuration is a :class:`TrialConfig`. It travels flat
+(``{"method": "vpt", "vpt.prompt_length": 10, "lr": ...}``, the form Optuna samples, Tune passes
+and the store records), and in Tune also with its Optuna number (:func:`tune_config`,
+:func:`trial_number_of`). Both forms are made and parsed here only. :class:`TrialSetup` is what every trial of a search has
 in common; :func:`cached_backbone` is this process's frozen backbone; :func:`train_config_of`
 the training config of one configuration (its warm-up default included). Both the Ray
-trainable (autopetl/search/trainable.py) and autopetl/evaluation.py stand on this module, so
+trainable (autopetl/search/trainable.py) and autopetl/evaluation/ stand on this module, so
 ``evaluate --in-process`` imports no Ray.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
 TRAIN_KEYS = ("lr", "weight_decay", "epochs", "batch_size", "optimizer", "warmup_epochs")
 # A method's own training parameters are named <method>.train.<key> (split_config).
 TRAIN_PREFIX = ".train."
+
+# Tune carries a trial's Optuna trial number in its config, next to the flat configuration. The
+# number stays the same when a Tuner is restarted; Ray's trial ids do not.
+NUMBER_KEY = "trial_number"
 
 _BACKBONES: dict[str, VisionTransformer] = {}
 
@@ -47,6 +53,8 @@ class TrialConfig:
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> TrialConfig:
+        """Parse the flat form. Keys that are not configuration are dropped: the trial number,
+        and the NaN that Ray's result tables put in a column a trial lacks."""
         method, options, train = split_config(flat)
         return cls(method, options, train)
 
@@ -66,6 +74,28 @@ class TrialConfig:
         }
 
 
+def flat_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The flat configuration in a config that Tune or a result table holds: the trial number
+    left out, and the NaN that Ray's result tables put in a column a trial lacks. The Optuna
+    names stay as sampled (``linear.train.lr`` stays a method's own learning rate)."""
+    return {k: v for k, v in config.items() if k != NUMBER_KEY and not _unset(v)}
+
+
+def flat_key(config: dict[str, Any]) -> str:
+    """A configuration's identity as text: equal configurations give equal keys."""
+    return json.dumps(flat_of(config), sort_keys=True, default=str)
+
+
+def tune_config(flat: dict[str, Any], number: int) -> dict[str, Any]:
+    """The config Tune carries for Optuna trial ``number``: the flat form, plus the number."""
+    return {**flat_of(flat), NUMBER_KEY: int(number)}
+
+
+def trial_number_of(config: dict[str, Any]) -> int:
+    """The Optuna trial number in a config made by :func:`tune_config`."""
+    return int(config[NUMBER_KEY])
+
+
 def warmup_within(requested: float, epochs: int) -> float:
     """The warm-up a run of ``epochs`` gets: at most all epochs but the last (a warm-up as long
     as the run would never reach the full learning rate); none for a one-epoch run. Searches,
@@ -81,6 +111,7 @@ def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str,
     """
     method = config["method"]
     prefix, own_train = f"{method}.", f"{method}{TRAIN_PREFIX}"
+    config = flat_of(config)
     options = {
         k[len(prefix) :]: v
         for k, v in config.items()
@@ -89,6 +120,10 @@ def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str,
     train = {k: v for k, v in config.items() if k in TRAIN_KEYS}
     train |= {k[len(own_train) :]: v for k, v in config.items() if k.startswith(own_train)}
     return method, options, train
+
+
+def _unset(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 @dataclass(frozen=True)
@@ -115,10 +150,10 @@ def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
     return _BACKBONES[key]
 
 
-def train_config_of(config: dict[str, Any], setup: TrialSetup, device: str) -> TrainConfig:
+def train_config_of(config: TrialConfig, setup: TrialSetup, device: str) -> TrainConfig:
     from autopetl.training import TrainConfig
 
-    _, _, train_values = split_config(config)
+    train_values = dict(config.train)
     epochs = int(train_values.get("epochs", 10))
     train_values["warmup_epochs"] = warmup_within(train_values.get("warmup_epochs", 1.0), epochs)
     # TrainConfig checks the value; the cast only tells mypy it will.

@@ -12,6 +12,7 @@ from autopetl.search.runner import SearchPlan, make_sampler, run_search
 from autopetl.search.space import load_space, parse_space
 from autopetl.store import open_store
 from autopetl.tasks import SplitData, get_task
+from autopetl.trial import flat_of
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,16 @@ def test_smoke_search_records_exactly_the_budget(ray_session, tmp_path, sqlite_u
 
     study = optuna.load_study(study_name="smoke", storage=store.optuna_storage())
     assert len(study.trials) == 6
+    # One configuration shape from Optuna to SQL: each row holds exactly what Optuna sampled for
+    # its trial number, with the space's fixed values, and no bookkeeping key.
+    from optuna.trial import FixedTrial
+
+    space = with_epochs(load_space("default"), 2)
+    by_number = {t.number: t for t in study.trials}
+    for t in trials:
+        sampled = by_number[t.number].params
+        assert t.config == flat_of(space(FixedTrial(sampled, number=t.number))), t.config
+        assert "trial_number" not in t.config and int(t.trial_key) == t.number
 
 
 def test_a_worker_runs_several_trials(ray_session, tmp_path, sqlite_url):

@@ -11,9 +11,9 @@ from autopetl.search.space import (
     SpaceError,
     load_space,
     max_epochs,
-    split_config,
     with_epochs,
 )
+from autopetl.trial import split_config
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
@@ -121,7 +121,7 @@ def test_unknown_space_name_lists_the_known_ones():
 def test_a_method_can_have_its_own_learning_rate_range():
     import yaml
 
-    from autopetl.search.space import parse_space, split_config
+    from autopetl.search.space import parse_space
 
     text = """
 methods:

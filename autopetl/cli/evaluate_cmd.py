@@ -13,6 +13,7 @@ from autopetl.cli._console import console, err_console, status
 from autopetl.cli._options import add_data_options
 from autopetl.cli.store_cmd import add_db_option
 from autopetl.precision import PRECISION_HELP, PRECISIONS
+from autopetl.trial import flat_of
 
 if TYPE_CHECKING:
     from autopetl.evaluation import ConfigurationResult, EvaluationRun
@@ -89,7 +90,7 @@ def results_table(search: str, results: list[ConfigurationResult]) -> Table:
     table.add_column("w/o head", justify="right")
     table.add_column("config", overflow="fold", min_width=10)
     for r in sorted(results, key=lambda r: -r.mean):
-        config = {k: v for k, v in r.config.items() if k not in ("method", "trial_number")}
+        config = {k: v for k, v in flat_of(r.config).items() if k != "method"}
         table.add_row(
             r.trial_key,
             r.method,

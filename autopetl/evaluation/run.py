@@ -64,7 +64,7 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
     )
     from autopetl.pipeline import attach
     from autopetl.training import evaluate, train
-    from autopetl.trial import TrialSetup, cached_backbone, split_config, train_config_of
+    from autopetl.trial import TrialConfig, TrialSetup, cached_backbone, train_config_of
 
     torch.set_num_threads(max(1, int(job.cpus)))
     device = "cuda" if job.gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -72,9 +72,9 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
     spec = BackboneSpec(**job.backbone)
     setup = TrialSetup(spec, task.num_classes, job.seed, job.precision, job.cpus)
     # The searched hyper-parameters and epochs, with this run's seed.
-    train_config = train_config_of(job.config, setup, device)
-    method_name, options, _ = split_config(job.config)
-    method = build_method(method_name, options)
+    config = TrialConfig.from_flat(job.config)
+    train_config = train_config_of(config, setup, device)
+    method = build_method(config.method, config.options)
     train_data = train_data if train_data is not None else load_train_split(job)
     backbone = cached_backbone(spec, task.num_classes)
     # A random-init backbone comes from a fixed seed (cached_backbone); recorded with the

@@ -7,7 +7,6 @@ identity, its Optuna trial number (stable across Tuner restarts, unlike Ray's tr
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from autopetl.errors import error_line
 from autopetl.recording import record_epoch, record_outcome
 from autopetl.search.searcher import finished_training
 from autopetl.store import Store
+from autopetl.trial import flat_of, trial_number_of
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ REPEATED_FAILURES = 3
 
 
 def trial_key(config: dict[str, Any]) -> str:
-    return str(config["trial_number"])
+    return str(trial_number_of(config))
 
 
 @dataclass
@@ -97,9 +97,9 @@ class StoreRecorder(Callback):
         self.store.upsert_trial(
             self.search_name,
             key,
-            number=int(trial.config["trial_number"]),
+            number=trial_number_of(trial.config),
             method=method,
-            config=_config_only(trial.config),
+            config=flat_of(trial.config),
             status="running",
             attempts=self._attempts[key],
         )
@@ -195,15 +195,6 @@ class FailureStopper(Stopper):
 
     def stop_all(self) -> bool:
         return self.recorder.failures >= self.limit or self.recorder.repeated_error is not None
-
-
-def _config_only(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial's configuration without bookkeeping keys."""
-    return {
-        k: v
-        for k, v in config.items()
-        if k != "trial_number" and not (isinstance(v, float) and math.isnan(v))
-    }
 
 
 def _error_text(trial: Trial) -> str:

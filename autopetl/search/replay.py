@@ -39,15 +39,14 @@ from autopetl.search.searcher import ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, parse_space, restricted_to
 from autopetl.store import Store, hypervolume, non_dominated
 from autopetl.store.queries import Point
+from autopetl.trial import flat_key
 
 TABLE_FORMAT = "autopetl-learning-curves/1"
 
 
 def config_key(config: dict[str, Any]) -> str:
     """A configuration's identity in a table: its parameters, bookkeeping keys left out."""
-    return json.dumps(
-        {k: v for k, v in config.items() if k != "trial_number"}, sort_keys=True, default=str
-    )
+    return flat_key(config)
 
 
 @dataclass(frozen=True)

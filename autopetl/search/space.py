@@ -34,9 +34,7 @@ from autopetl.errors import AutopetlError, ConfigError
 from autopetl.methods import METHODS, get_method
 from autopetl.search.defaults import SAMPLERS
 from autopetl.training import TrainConfig
-from autopetl.trial import TRAIN_KEYS, TRAIN_PREFIX, split_config
-
-__all__ = ["TRAIN_KEYS", "TRAIN_PREFIX", "split_config"]  # the config shape, from autopetl.trial
+from autopetl.trial import TRAIN_KEYS, TRAIN_PREFIX, tune_config
 
 
 def _builtin_spaces_dir() -> Path:
@@ -129,8 +127,7 @@ class SearchSpace:
         for param in self.params_of(method):
             out[param.name] = param.suggest(trial)
         # The study-wide trial number is the trial's stable identity across Tuner restarts.
-        out["trial_number"] = trial.number
-        return out
+        return tune_config(out, trial.number)
 
     def configurations(self) -> list[dict[str, Any]]:
         """Every configuration of a finite space, as the space's trials hold them.

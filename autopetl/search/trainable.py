@@ -32,7 +32,7 @@ from autopetl.methods import build_method
 from autopetl.objectives import MEASURES, measure
 from autopetl.pipeline import TaskData, attach
 from autopetl.training import EpochMetrics, train
-from autopetl.trial import TrialSetup, cached_backbone, split_config, train_config_of
+from autopetl.trial import TrialConfig, TrialSetup, cached_backbone, train_config_of
 
 # When this worker process had imported the trial code (torch, timm, Ray Tune: most of a worker's
 # start). Recorded with each trial, with the process id: trials that share a worker (Tune's
@@ -91,12 +91,12 @@ def _train_trial(
     config: dict[str, Any], *, data: TaskData, setup: TrialSetup, params: dict[str, Any]
 ) -> None:
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
-    method_name, options, _ = split_config(config)
+    trial = TrialConfig.from_flat(config)  # parsed once per trial
     gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
     device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
-    train_config = train_config_of(config, setup, device)
+    train_config = train_config_of(trial, setup, device)
     backbone = cached_backbone(setup.backbone, setup.num_classes)
-    method = build_method(method_name, options)
+    method = build_method(trial.method, trial.options)
     # A worker runs one trial at a time, so methods that only read the backbone use it as it is.
     model = attach(backbone, method, seed=setup.seed, copy_backbone=method.changes_backbone)
     params.update(
