@@ -42,9 +42,18 @@ def load_task_data(
     seed: int = 0,
     test_size: int | None = 4096,
     train_limit: int | None = None,
+    train_fraction: float | None = None,
 ) -> TaskData:
-    """Load (from the cache, or generate once) the training and evaluation splits of a task."""
-    tr = load_split(task, train_split, img_size=img_size, seed=seed, data_root=data_root)
+    """Load (from the cache, or generate once) the training and evaluation splits of a task;
+    ``train_fraction``: of its whole training set (autopetl/tasks/scale.py)."""
+    tr = load_split(
+        task,
+        train_split,
+        img_size=img_size,
+        seed=seed,
+        data_root=data_root,
+        train_fraction=train_fraction,
+    )
     ev = load_split(
         task, eval_split, img_size=img_size, seed=seed, data_root=data_root, test_size=test_size
     )

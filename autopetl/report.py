@@ -182,6 +182,8 @@ def our_rows(
     for r in results:
         if (keep is not None and r.task not in keep) or r.task not in TASKS:
             continue  # the table is VTAB-1k's; FGVC results are listed by `autopetl evaluate`
+        if r.train_fraction is not None:
+            continue  # not VTAB-1k's 1,000 images: the data-scale table (--by train_fraction)
         if max_params is not None and (r.tunable_params is None or r.tunable_params > max_params):
             continue
         cells = best.setdefault((r.method, _backbone_key(r)), {})
@@ -275,7 +277,8 @@ def build_report(
     Raises:
         ReportError: Nothing to show (no evaluations, and no published rows asked for).
     """
-    ours = our_rows(evaluated_configurations(store), tasks, max_params=max_params) if store else []
+    results = evaluated_configurations(store) if store else []
+    ours = our_rows(results, tasks, max_params=max_params)
     if tasks is None:
         present = {folder for row in ours for folder in row.cells}
         shown = [t for t in TASKS.values() if t.folder in present]
@@ -286,6 +289,12 @@ def build_report(
         shown = sorted(dict.fromkeys(tasks), key=lambda t: order.index(t.name))
     if not ours and not published:
         where = "" if tasks is None else " for " + ", ".join(t.name for t in shown)
+        if store is not None and any(r.train_fraction is not None for r in results):
+            raise ReportError(
+                f"no VTAB-1k evaluations in {store.url}{where}: the evaluated searches trained on "
+                "a fraction of the training set; `autopetl report --by train_fraction` lays "
+                "them out"
+            )
         raise ReportError(
             f"no evaluations in {store.url if store else 'the database'}{where}; run `autopetl evaluate --search NAME --pareto` "
             f"first (or pass --published for the papers' rows alone)"

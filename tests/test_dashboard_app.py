@@ -430,3 +430,38 @@ def test_the_three_way_front_is_coloured_by_the_third_objective(
     ).run()
     spec = _spec(at, "pareto_chart")
     assert spec["layout"]["xaxis"]["title"]["text"] == "inference GFLOPs"
+
+
+def test_data_scales_never_share_a_front_and_the_report_plots_accuracy_against_them(
+    search_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autopetl.backbones import SMOKE_BACKBONE
+
+    path = tmp_path / "scales.db"
+    with sqlite3.connect(search_db.removeprefix("sqlite:///")) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+    url = f"sqlite:///{path}"
+    store = open_store(url)
+    for fraction, acc in ((0.01, 0.4), (0.1, 0.7)):
+        name = f"scale-{fraction}"
+        store.upsert_search(name, TASK, "default", {}, SMOKE_BACKBONE.to_dict(),
+                            options={"train_fraction": fraction})  # fmt: skip
+        store.upsert_trial(name, "0", number=0, method="vpt", config={"method": "vpt"},
+                           status="completed", val_acc=acc, tunable_params=50)  # fmt: skip
+        store.upsert_evaluation(name, "0", seed=0, split="test", test_acc=acc)
+    store.close()
+    at = _run(monkeypatch, url)
+    unit = at.selectbox(key=f"unit:{TASK}")
+    smoke = "vit_tiny_patch16_224 (random init, 32 px)"
+    assert set(unit.options) == {smoke, f"{smoke} · 1% of the training set", f"{smoke} · 10% of the training set"}  # fmt: skip
+    at = unit.select(f"{smoke} · 10% of the training set").run()
+    assert _traces(_spec(at, "pareto_chart"))[figures.FRONT_TRACE]["ids"] == ["scale-0.1/0"]
+    at = unit.select(smoke).run()  # the task's own protocol: the smoke search alone
+    ids = _traces(_spec(at, "pareto_chart"))[figures.FRONT_TRACE]["ids"]
+    assert ids and all(i.startswith(f"{SEARCH}/") for i in ids)
+    at = at.radio(key="report_layout").set_value("train_fraction").run()
+    assert not at.exception, [e.value for e in at.exception]
+    vpt = _traces(_spec(at, "scale_chart:train_fraction"))["vpt"]
+    assert vpt["x"] == [1.0, 10.0] and vpt["y"] == pytest.approx([40.0, 70.0])
+    at = at.radio(key="report_layout").set_value("backbone").run()
+    assert "varies the backbone" in _texts(at)

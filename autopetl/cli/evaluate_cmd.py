@@ -177,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
     )
     db = f" --db '{safe_url(args.db)}'" if args.db else ""
     console.print("next:")
-    console.print(f"  autopetl report --task {task}{db}")
+    # A data-scale search's results are a point of the scale table, not of the VTAB-1k table.
+    by = " --by train_fraction" if jobs and jobs[0].train_fraction is not None else ""
+    console.print(f"  autopetl report --task {task}{by}{db}")
     # Every run failing is a failed command; some failing still leaves results to look at.
     return 1 if failures and not results else 0

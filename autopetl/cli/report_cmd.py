@@ -14,6 +14,7 @@ from autopetl.cli.store_cmd import add_db_option
 
 if TYPE_CHECKING:
     from autopetl.report import Report
+    from autopetl.tasks import TaskSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a group to show: natural, specialized or structured (comma-separated for several)",
     )
     p.add_argument("--format", choices=["table", "md", "csv"], default="table")
+    p.add_argument(
+        "--by",
+        choices=["train_fraction", "backbone"],
+        default=None,
+        help=(
+            "instead: accuracy against a scale, methods as rows: the training-set fraction "
+            "(searches with --train-fraction; VPT Fig. 3) or the backbone (VPT Fig. 4)"
+        ),
+    )
     p.add_argument(
         "--published",
         action="store_true",
@@ -109,11 +119,37 @@ def _table(report: Report) -> tuple[Table, int]:
     return table, sum(widths) + 3 * len(widths) + 1
 
 
+def _scale(args: argparse.Namespace, tasks: list[TaskSpec] | None) -> int:
+    from autopetl import scaling
+    from autopetl.evaluation import evaluated_configurations
+    from autopetl.store import open_store
+
+    with open_store(args.db, create=False) as store:
+        table = scaling.scale_table(
+            evaluated_configurations(store), args.by, tasks, max_params=args.max_params
+        )
+    if args.format == "table":
+        out = Table(
+            title=f"test accuracy (%) by {table.axis.title}", caption=scaling.caption(table)
+        )
+        for i, name in enumerate(scaling.header(table)):
+            out.add_column(name, justify="left" if i == 0 else "right", no_wrap=i > 0)
+        for method in table.rows:
+            out.add_row(*scaling.cells(table, method))
+        console.print(out)
+        return 0
+    text = scaling.to_markdown(table) if args.format == "md" else scaling.to_csv(table)
+    write_text(text, args.output)
+    if args.output is not None:
+        err_console.print(f"wrote the table to {args.output}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from autopetl.errors import ConfigError
     from autopetl.report import build_report, to_csv, to_markdown
     from autopetl.store import database_exists, open_store
-    from autopetl.tasks import TaskSpec, resolve_tasks
+    from autopetl.tasks import resolve_tasks
 
     tasks: list[TaskSpec] | None = None
     if args.group is not None:
@@ -129,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
         tasks = resolve_tasks(args.task)
     if args.output is not None and args.format == "table":
         raise ConfigError("--output needs --format md or csv")
+    if args.by is not None:
+        if args.published:
+            raise ConfigError("--published is for the VTAB-1k table; leave it out with --by")
+        return _scale(args, tasks)
     if args.published and not database_exists(args.db):
         report = build_report(None, tasks, published=True, max_params=args.max_params)
     else:

@@ -144,9 +144,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="tiny random ViT at 32 px, 2 epochs, a small subset",
     )
+    p.add_argument(
+        "--train-fraction",
+        type=_fractions,
+        default=None,
+        metavar="F[,F...]",
+        help=(
+            "train on this fraction of the task's whole training set instead of train800 "
+            "(dSprites, FGVC); several run one search each, named NAME-frac<F>; nested subsets"
+        ),
+    )
     add_backbone_options(p)
     add_data_options(p)
     p.set_defaults(func=run)
+
+
+def _fractions(text: str) -> list[float]:
+    from autopetl.tasks.scale import parse_fractions
+
+    try:
+        return parse_fractions(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--train-fraction: ")) from None
 
 
 @dataclass
@@ -293,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
     from autopetl.search.space import load_space, with_epochs
     from autopetl.store import default_db_path, open_store
     from autopetl.tasks import resolve_tasks
+    from autopetl.tasks.scale import fraction_label
 
     tasks = resolve_tasks(args.task)
     space = load_space(args.space)
@@ -321,27 +341,44 @@ def run(args: argparse.Namespace) -> int:
             markup=False,
         )
     specs = backbone_specs(args)
+    fractions: list[float | None] = list(args.train_fraction or [None])
+    if args.train_fraction:
+        from autopetl.tasks.scale import check_scalable
+
+        for task in tasks:
+            check_scalable(task)
     store = open_store(args.db)
-    if args.resume and len(tasks) == 1 and len(specs) == 1 and store.get_search(args.name) is None:
+    single = len(tasks) == 1 and len(specs) == 1 and len(fractions) == 1
+    if args.resume and single and store.get_search(args.name) is None:
         raise ConfigError(
             f"no search named {args.name!r} to resume; `autopetl searches` lists them"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     plans = []
     # Load every task's data before anything is written: a missing dataset fails here, cleanly.
-    # One search per task and backbone: accuracies of two backbones never share a front.
-    for task, spec in ((t, s) for t in tasks for s in specs):
+    # One search per task, backbone and data scale: accuracies of two backbones (or of two
+    # training-set sizes) never share a front.
+    for task, spec, fraction in ((t, s, f) for t in tasks for s in specs for f in fractions):
         base = args.name or f"{task.folder}-{space.name}-{stamp}"
         name = base if len(tasks) == 1 else f"{base}-{task.folder}"
         name = name if len(specs) == 1 else f"{name}-{spec.name}"
-        if _already_met(store, name, task, space, spec, args):
+        name = name if len(fractions) == 1 else f"{name}-frac{fraction:g}"
+        if _already_met(store, name, task, space, spec, args, fraction):
             continue
-        with status(f"preparing {task.name} at {spec.img_size}px"):
+        scale = "" if fraction is None else f", {fraction:g} of its training set"
+        with status(f"preparing {task.name} at {spec.img_size}px{scale}"):
             data = load_task_data(
                 task,
                 spec.img_size,
                 data_root=args.data_root,
                 train_limit=SMOKE_SEARCH_TRAIN_IMAGES if args.smoke_test else None,
+                train_fraction=fraction,
+            )
+        if fraction is not None:
+            err_console.print(
+                f"{name}: trains on {len(data.train):,} images, {fraction_label(fraction)} of "
+                f"{task.name}'s training set (nested: a smaller fraction is inside it)",
+                markup=False,
             )
         plans.append(
             SearchPlan(
@@ -363,7 +400,12 @@ def run(args: argparse.Namespace) -> int:
                 max_retries=args.max_retries,
                 precision=args.precision,
                 objectives=tuple(o.name for o in args.objectives),
-                options={"smoke_test": args.smoke_test, "space_file": str(args.space)},
+                options={
+                    "smoke_test": args.smoke_test,
+                    "space_file": str(args.space),
+                    # Recorded only when set: a VTAB-1k search's options stay as they were.
+                    **({"train_fraction": fraction} if fraction is not None else {}),
+                },
             )
         )
     if not plans:
@@ -413,6 +455,7 @@ def _already_met(
     space: SearchSpace,
     spec: BackboneSpec,
     args: argparse.Namespace,
+    fraction: float | None = None,
 ) -> bool:
     """Check a search being resumed before its data load or Ray: the same search, budget left."""
     from autopetl.search.runner import conflict_message, resume_conflicts
@@ -427,6 +470,7 @@ def _already_met(
         backbone=spec,
         smoke_test=args.smoke_test,
         objectives=[o.name for o in args.objectives],
+        train_fraction=fraction,
     )
     if conflicts:
         raise SearchConflictError(conflict_message(name, conflicts))

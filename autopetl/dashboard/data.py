@@ -20,6 +20,7 @@ from autopetl.backbones import describe
 from autopetl.objectives import MEASURES, OBJECTIVES
 from autopetl.store import StoreError, open_store, queries, resolve_url, safe_url
 from autopetl.store.queries import hypervolume
+from autopetl.tasks.scale import fraction_label
 
 if TYPE_CHECKING:
     from autopetl.store import EpochRecord, SearchRecord, Store
@@ -113,15 +114,24 @@ def open_for_reading(url: str | None) -> OpenedStore:
     return OpenedStore(shown, store)
 
 
+def unit_of(search: SearchRecord) -> str:
+    """What a search's accuracies compare within: its backbone (weights, input size), and the
+    fraction of the training set it trained on when it was not the task's own split."""
+    fraction = search.options.get("train_fraction")
+    scale = "" if fraction is None else f" · {fraction_label(float(fraction))} of the training set"
+    return describe(search.backbone) + scale
+
+
 def backbone_units(searches: list[SearchRecord]) -> list[str]:
-    """The backbones (weights, input size) of ``searches``, the one to show first first.
+    """The backbones (weights, input size; data scale) of ``searches``, the one to show first first.
 
     A front is drawn within one of these only: accuracies of a random-init smoke model at 32 px
-    and of a pretrained ViT at 224 px say nothing about each other. First is the backbone of the
-    latest search (one-off train runs count only where there is no search).
+    and of a pretrained ViT at 224 px say nothing about each other, nor do those of one method
+    trained on 1% and on 10% of a training set. First is the unit of the latest search (one-off
+    train runs count only where there is no search).
     """
     ordered = sorted(searches, key=lambda s: (s.kind == "search", s.created_at), reverse=True)
-    return list(dict.fromkeys(describe(s.backbone) for s in ordered))
+    return list(dict.fromkeys(unit_of(s) for s in ordered))
 
 
 def _test_results(store: Store, search: str) -> dict[str, tuple[float, float, int]]:

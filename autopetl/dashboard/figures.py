@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -21,6 +22,9 @@ from autopetl.dashboard.data import ACCURACY_COLUMNS, config_lines, front, plott
 # The papers' Table 1 order keeps a method's colour the same on every chart and in every session.
 from autopetl.objectives import OBJECTIVES
 from autopetl.report import method_rank
+
+if TYPE_CHECKING:
+    from autopetl.scaling import ScaleTable
 
 FRONT_TRACE = "Pareto front"
 # D3's colours, the prompt methods (the papers' subject) and the strongest baselines brightest.
@@ -382,4 +386,31 @@ def progress_figure(progress: pd.DataFrame, title: str | None = None) -> go.Figu
     fig.update_yaxes(title="val accuracy (%)", row=1, col=1)
     fig.update_yaxes(title="hypervolume", row=2, col=1)
     fig.update_xaxes(title=f"time since the search started ({unit})", row=2, col=1)
+    return fig
+
+
+def scale_figure(table: ScaleTable) -> go.Figure:
+    """Test accuracy against a scale (training-set fraction, log axis; or backbone), one line
+    per method, as VPT's Fig. 3 and Fig. 4."""
+    fig = go.Figure()
+    numeric = table.axis.name == "train_fraction"
+    for method, row in table.rows.items():
+        values = [v for v in table.values if v in row]
+        fig.add_trace(
+            go.Scatter(
+                x=[100 * v if numeric else str(v) for v in values],
+                y=[row[v].acc for v in values],
+                mode="lines+markers",
+                name=method,
+                line={"color": method_color(method)},
+            )
+        )
+    x_title = "training-set fraction (%, log scale)" if numeric else "backbone"
+    fig.update_layout(
+        xaxis={"title": x_title, **({"type": "log"} if numeric else {"type": "category"})},
+        yaxis={"title": "test accuracy (%)"},
+        title=_layout_title(f"test accuracy by {table.axis.title}"),
+        margin={"t": _top_margin("x")},
+        height=420,
+    )
     return fig

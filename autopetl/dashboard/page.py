@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from autopetl.backbones import describe
 from autopetl.dashboard import data, figures
 from autopetl.objectives import OBJECTIVES
 from autopetl.store import StoreError, hypervolume
@@ -91,14 +90,14 @@ def _dashboard(store: Store, shown_url: str, url: str | None) -> None:
     task = sidebar.selectbox("Task", tasks, key="task")
     units = data.backbone_units([s for s in searches if s.task == task])
     unit = sidebar.selectbox(
-        "Backbone (weights, input size)",
+        "Backbone (weights, input size; data scale)",
         units,
         key=f"unit:{task}",
         help="accuracies compare only within one backbone, its weights and input size: every "
         "front, comparison and progress view here stays within the one chosen",
     )
     sidebar.caption(unit)  # the box cuts a long name; this is it in full
-    in_unit = [s for s in searches if describe(s.backbone) == unit]
+    in_unit = [s for s in searches if data.unit_of(s) == unit]
     of_task = [s for s in in_unit if s.task == task and s.kind == "search"]
     runs = [s for s in in_unit if s.task == task and s.kind == "train"]
     chosen = sidebar.multiselect(
@@ -447,11 +446,21 @@ def trials_tab(frame: pd.DataFrame, task: str) -> None:
 
 # -- Report ---------------------------------------------------------------------------------------
 def report_tab(store: Store) -> None:
-    """The VTAB-1k table of `autopetl report`, when this autopetl has it and there is data."""
+    """The VTAB-1k table of `autopetl report`, or accuracy against a scale (`--by`)."""
     try:
         from autopetl import report as report_mod
     except ImportError:
         st.info("The results table needs `autopetl report`, which this autopetl version lacks.")
+        return
+    layout = st.radio(
+        "Table",
+        list(REPORT_LAYOUTS),
+        format_func=REPORT_LAYOUTS.get,
+        horizontal=True,
+        key="report_layout",
+    )
+    if layout != "vtab":
+        scale_report(store, layout)
         return
     with_published = st.checkbox("papers' published rows", value=False, key="report_published")
     try:
@@ -475,6 +484,31 @@ def report_tab(store: Store) -> None:
         "Top-1 test accuracy (%) after re-training, mean over seeds; each method's best "
         "evaluated configuration per task (the same table as `autopetl report`)."
     )
+
+
+REPORT_LAYOUTS = {
+    "vtab": "VTAB-1k table",
+    "train_fraction": "by training-set fraction",
+    "backbone": "by backbone",
+}
+
+
+def scale_report(store: Store, axis: str) -> None:
+    """`autopetl report --by AXIS`: the table, and accuracy against the axis per method."""
+    from autopetl import scaling
+    from autopetl.evaluation import evaluated_configurations
+
+    try:
+        table = scaling.scale_table(evaluated_configurations(store), axis)
+    except scaling.ScaleError as exc:
+        st.info(str(exc))
+        return
+    frame = pd.DataFrame(
+        [scaling.cells(table, m) for m in table.rows], columns=scaling.header(table)
+    )
+    st.plotly_chart(figures.scale_figure(table), key=f"scale_chart:{axis}")
+    st.dataframe(frame, hide_index=True, width="stretch", key=f"scale_table:{axis}")
+    st.caption(f"{scaling.caption(table)} The same table as `autopetl report --by {axis}`.")
 
 
 if __name__ == "__main__":

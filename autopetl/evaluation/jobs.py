@@ -51,6 +51,8 @@ class EvaluationJob:
         smoke_test: Recorded with the evaluation.
         cache_dir: The driver's tensor cache; a local Ray's workers may have started with
             another environment, and must read the same cache.
+        train_fraction: The fraction of the task's training set its search trained on
+            (tasks/scale.py): the run trains on that fraction plus the validation split.
     """
 
     search_name: str
@@ -69,6 +71,7 @@ class EvaluationJob:
     artifact_dir: str
     smoke_test: bool = False
     cache_dir: str | None = None
+    train_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,3 +107,5 @@ class ConfigurationResult:
     tunable_params: int | None
     tunable_params_without_head: int | None
     artifacts: dict[int, str] = field(default_factory=dict)
+    # The search's fraction of the task's training set (None: the task's own protocol, VTAB-1k).
+    train_fraction: float | None = None

@@ -46,7 +46,13 @@ def evaluate_jobs(
     trains: dict[tuple[Any, ...], Any] = {}
 
     def train_of(job: EvaluationJob) -> Any:
-        key = (job.task, job.backbone["img_size"], job.train_limit, job.data_root)
+        key = (
+            job.task,
+            job.backbone["img_size"],
+            job.train_limit,
+            job.data_root,
+            job.train_fraction,
+        )
         if key not in trains:
             data = load_train_split(job)
             trains[key] = ray.put(data) if use_ray else data

@@ -103,6 +103,8 @@ def plan_evaluation(
             artifact_dir=str(artifact_dir(root, search_name, t.trial_key, seed)),
             smoke_test=smoke,
             cache_dir=str(default_cache_dir()),
+            # Re-trained at the data scale it was chosen at (a search with --train-fraction).
+            train_fraction=search.options.get("train_fraction"),
         )
         for t in trials
         for seed in seeds

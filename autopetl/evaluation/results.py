@@ -69,6 +69,7 @@ def configuration_results(
                     for s, p in artifacts.get(trial.trial_key, {}).items()
                     if s in {e.seed for e in evs}
                 },
+                train_fraction=search.options.get("train_fraction"),
             )
         )
     return out

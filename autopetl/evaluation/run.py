@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 # -- one run ------------------------------------------------------------------------------------
 def load_train_split(job: EvaluationJob) -> SplitData:
-    """train800val200 of the job's task at its backbone's input size (the smoke subset if set)."""
+    """train800val200 of the job's task at its backbone's input size (the smoke subset if set;
+    the search's fraction of the training set plus val200 with ``train_fraction``)."""
     data = load_split(
         get_task(job.task),
         TRAIN_SPLIT,
@@ -24,6 +25,7 @@ def load_train_split(job: EvaluationJob) -> SplitData:
         seed=DATA_SEED,
         data_root=Path(job.data_root) if job.data_root else None,
         cache_dir=Path(job.cache_dir) if job.cache_dir else None,
+        train_fraction=job.train_fraction,
     )
     return data.subset(job.train_limit) if job.train_limit else data
 
@@ -111,6 +113,7 @@ def run_job(job: EvaluationJob, train_data: SplitData | None = None) -> Evaluati
         "backbone": job.backbone,
         "train_split": TRAIN_SPLIT,
         "train_images": len(train_data),
+        "train_fraction": job.train_fraction,
         "test_images": len(test),
         "epochs": train_config.epochs,
         "final_train_loss": result.epochs[-1].train_loss,

@@ -258,6 +258,7 @@ def resume_conflicts(
     backbone: BackboneSpec,
     smoke_test: bool,
     objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+    train_fraction: float | None = None,
 ) -> list[str]:
     """What a run asks for that the stored search ``existing`` was not run with.
 
@@ -283,7 +284,14 @@ def resume_conflicts(
     before_objectives = [o.name for o in objectives_of(existing.options)]
     if before_objectives != list(objectives):
         found.append(f"--objectives {','.join(before_objectives)} (now {','.join(objectives)})")
+    before_fraction = existing.options.get("train_fraction")
+    if before_fraction != train_fraction:
+        found.append(f"{_fraction_text(before_fraction)} (now {_fraction_text(train_fraction)})")
     return found
+
+
+def _fraction_text(fraction: float | None) -> str:
+    return "all of train800" if fraction is None else f"--train-fraction {fraction:g}"
 
 
 def conflict_message(name: str, conflicts: list[str]) -> str:
@@ -329,6 +337,7 @@ def open_search(store: Store, plan: SearchPlan, driver: str) -> None:
             backbone=plan.backbone,
             smoke_test=bool(plan.options.get("smoke_test")),
             objectives=plan.objectives,
+            train_fraction=plan.options.get("train_fraction"),
         )
         if conflicts:
             raise SearchConflictError(conflict_message(plan.name, conflicts))

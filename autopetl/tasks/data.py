@@ -24,6 +24,7 @@ from autopetl.errors import DataUnavailableError
 from autopetl.tasks import dsprites
 from autopetl.tasks.folder import iter_images, read_split_list
 from autopetl.tasks.registry import TaskSpec
+from autopetl.tasks.scale import check_scalable
 from autopetl.tasks.sources import default_data_root
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,12 @@ def _generate(
     seed: int,
     test_size: int | None,
     data_root: Path | None,
+    train_fraction: float | None = None,
 ) -> SplitData:
     if task.procedural:
-        grey, labels = dsprites.generate(task.folder, split, seed=seed, test_size=test_size)
+        grey, labels = dsprites.generate(
+            task.folder, split, seed=seed, test_size=test_size, train_fraction=train_fraction
+        )
         # The VTAB images are the greyscale sprite copied to 3 channels (times 255).
         imgs = torch.from_numpy(grey).unsqueeze(1)
         chunks = [
@@ -92,7 +96,7 @@ def _generate(
     if task.layout == "fgvc":
         from autopetl.tasks.fgvc import read_fgvc_split
 
-        pairs = read_fgvc_split(data_root, task, split)
+        pairs = read_fgvc_split(data_root, task, split, train_fraction)
     else:
         pairs = read_split_list(data_root, task.folder, split)
     if test_size is not None and split == "test":
@@ -122,6 +126,7 @@ def load_split(
     test_size: int | None = 4096,
     data_root: Path | None = None,
     cache_dir: Path | None = None,
+    train_fraction: float | None = None,
 ) -> SplitData:
     """One split of a task as uint8 tensors at ``img_size``, from the disk cache when present.
 
@@ -133,15 +138,23 @@ def load_split(
         test_size: Number of test images (None: all of them).
         data_root: Root of the VTAB-1k folders (non-procedural tasks).
         cache_dir: Where cached tensors live; defaults to :func:`default_cache_dir`.
+        train_fraction: The train part of ``train800`` and ``train800val200`` is this fraction
+            of the task's whole training set (tasks/scale.py); None: VTAB-1k's 800.
     """
     if split not in SPLITS:
         raise DataUnavailableError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split not in ("train800", "train800val200"):
+        train_fraction = None  # the validation and test splits do not scale
+    if train_fraction is not None:
+        check_scalable(task)
     data_root = data_root or default_data_root()
     source = (
         "procedural" if task.procedural else str(Path(data_root).resolve()) if data_root else "-"
     )
     n = "all" if split != "test" or test_size is None else test_size
     key = f"v{CACHE_VERSION}|{task.name}|{split}|{img_size}|{seed}|{n}|{source}"
+    if train_fraction is not None:  # the key of a VTAB-1k split is unchanged: its cache stays
+        key += f"|fraction={train_fraction!r}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = (
         (cache_dir or default_cache_dir())
@@ -155,7 +168,7 @@ def load_split(
             return SplitData(tensors["images"], tensors["labels"])
         except Exception as exc:  # a torn or foreign file: rebuild it rather than fail
             log.warning("ignoring unreadable cache file %s (%s)", path, exc)
-    data = _generate(task, split, img_size, seed, test_size, data_root)
+    data = _generate(task, split, img_size, seed, test_size, data_root, train_fraction)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     save_file({"images": data.images, "labels": data.labels}, tmp)

@@ -126,7 +126,16 @@ def ori_label(latents: np.ndarray) -> np.ndarray:
 LABELS = {"dsprites_loc": loc_label, "dsprites_ori": ori_label}
 
 
-def split_indices(split: str, *, seed: int = 0, test_size: int | None = 4096) -> np.ndarray:
+N_TRAIN = int(0.8 * N_IMAGES)  # VTAB's train part: 589,824 images
+
+
+def split_indices(
+    split: str,
+    *,
+    seed: int = 0,
+    test_size: int | None = 4096,
+    train_fraction: float | None = None,
+) -> np.ndarray:
     """Flat image indices of a VTAB-1k split over our seeded permutation of all 737,280 images.
 
     Args:
@@ -134,28 +143,42 @@ def split_indices(split: str, *, seed: int = 0, test_size: int | None = 4096) ->
         seed: Seed of the permutation; the same seed always gives the same splits.
         test_size: How many test images to take (from the start of the test part); ``None`` for the
             full 73,728.
+        train_fraction: Train on this fraction of the whole train part instead of its first 800
+            (tasks/scale.py); the first images of the permutation, so fractions are nested and
+            contain train800.
     """
+    from autopetl.tasks.scale import subset_size
+
     perm = np.random.default_rng(seed).permutation(N_IMAGES)
-    n_train, n_val = int(0.8 * N_IMAGES), int(0.1 * N_IMAGES)
+    n_train, n_val = N_TRAIN, int(0.1 * N_IMAGES)
     train, val, test = perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
+    n = 800 if train_fraction is None else subset_size(n_train, train_fraction)
     if split == "train800":
-        return train[:800]
+        return train[:n]
     if split == "val200":
         return val[:200]
     if split == "train800val200":
-        return np.concatenate([train[:800], val[:200]])
+        return np.concatenate([train[:n], val[:200]])
     if split == "test":
         return test if test_size is None else test[:test_size]
     raise ValueError(f"unknown split {split!r}")
 
 
-def generate(task_folder: str, split: str, *, seed: int = 0, test_size: int | None = 4096):
+def generate(
+    task_folder: str,
+    split: str,
+    *,
+    seed: int = 0,
+    test_size: int | None = 4096,
+    train_fraction: float | None = None,
+):
     """Render one split of ``dsprites_loc`` or ``dsprites_ori``.
 
     Returns:
         Greyscale images as uint8 [N, 64, 64] and int64 labels [N].
     """
-    latents = latents_of(split_indices(split, seed=seed, test_size=test_size))
+    indices = split_indices(split, seed=seed, test_size=test_size, train_fraction=train_fraction)
+    latents = latents_of(indices)
     images = np.concatenate(
         [render(chunk) for chunk in np.array_split(latents, max(1, len(latents) // 2048))]
     )

@@ -17,8 +17,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from autopetl.errors import DataUnavailableError
 from autopetl.tasks.registry import TaskSpec
+from autopetl.tasks.scale import ORDER_SEED, subset_size
 from autopetl.tasks.sources import fgvc_file
 
 # autopetl's split roles -> VPT's FGVC annotation files.
@@ -49,8 +52,15 @@ def _annotations(root: Path, task: TaskSpec, split: str) -> dict[str, int]:
     return data
 
 
-def read_fgvc_split(root: Path, task: TaskSpec, split: str) -> list[tuple[Path, int]]:
-    """(image path, label 0..C-1) pairs of a split role (``train800``, ``val200``, ...)."""
+def read_fgvc_split(
+    root: Path, task: TaskSpec, split: str, train_fraction: float | None = None
+) -> list[tuple[Path, int]]:
+    """(image path, label 0..C-1) pairs of a split role (``train800``, ``val200``, ...).
+
+    ``train_fraction``: the train part of the role is that fraction of ``train.json``, the first
+    images of one fixed seeded order of it (tasks/scale.py), so smaller fractions are inside
+    larger ones.
+    """
     if split not in ROLES:
         raise DataUnavailableError(f"unknown split {split!r} for {task.name}")
     ids = sorted(set(_annotations(root, task, "train").values()))
@@ -63,7 +73,10 @@ def read_fgvc_split(root: Path, task: TaskSpec, split: str) -> list[tuple[Path, 
     images = root / task.folder / task.image_dir if task.image_dir else root / task.folder
     pairs = []
     for part in ROLES[split]:
-        for name, cid in _annotations(root, task, part).items():
+        items = list(_annotations(root, task, part).items())
+        if part == "train" and train_fraction is not None:
+            items = _fraction_of(sorted(items), train_fraction)
+        for name, cid in items:
             if cid not in label_of:
                 raise DataUnavailableError(
                     f"{fgvc_file(root, task.folder, part)}: class id {cid} of {name} is not in "
@@ -71,3 +84,9 @@ def read_fgvc_split(root: Path, task: TaskSpec, split: str) -> list[tuple[Path, 
                 )
             pairs.append((images / name, label_of[cid]))
     return pairs
+
+
+def _fraction_of(items: list[tuple[str, int]], fraction: float) -> list[tuple[str, int]]:
+    # Sorted by name first, so the order does not depend on how the JSON file was written.
+    order = np.random.default_rng(ORDER_SEED).permutation(len(items))
+    return [items[i] for i in order[: subset_size(len(items), fraction)]]
