@@ -237,6 +237,21 @@ def test_selection_ignores_test_accuracy(sqlite_url):
     assert after == before
 
 
+def test_best_per_method_is_each_methods_best_validation_accuracy(sqlite_url):
+    store = open_store(sqlite_url)
+    store.upsert_search("m", "vtab/dsprites_loc", "default", {}, SMOKE_BACKBONE.to_dict())
+    points = {"0": ("vpt", 0.6, 10), "1": ("vpt", 0.8, 99), "2": ("lora", 0.7, 5),
+              "3": ("lora", 0.7, 3), "4": ("linear", 0.2, 1)}  # fmt: skip
+    for key, (method, acc, params) in points.items():
+        store.upsert_trial("m", key, number=int(key), method=method, config={"method": method},
+                           status="completed", val_acc=acc, tunable_params=params)  # fmt: skip
+    chosen = select_configurations(store, "m", "best-per-method")
+    # One per method; a tie in val accuracy goes to fewer parameters.
+    assert sorted((t.method, t.trial_key) for t in chosen) == [
+        ("linear", "4"), ("lora", "3"), ("vpt", "1")
+    ]  # fmt: skip
+
+
 def test_training_without_a_validation_split():
     """val_data=None trains the same way and reports no accuracy, so nothing picks an epoch."""
     torch.manual_seed(0)

@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pareto", action="store_true", help="the Pareto front (val accuracy, params; default)"
     )
     which.add_argument("--best", action="store_true", help="the best validation accuracy")
+    which.add_argument(
+        "--best-per-method",
+        action="store_true",
+        help="each method's best validation accuracy (a table of methods)",
+    )
     which.add_argument("--trial", metavar="KEY", default=None, help="one trial (its key)")
     p.add_argument("--seeds", type=int, default=3, help="runs per configuration, seeds 0..N-1")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -117,7 +122,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    selection = "trial" if args.trial is not None else "best" if args.best else "pareto"
+    selection = (
+        "trial"
+        if args.trial is not None
+        else "best"
+        if args.best
+        else "best-per-method"
+        if args.best_per_method
+        else "pareto"
+    )
     with open_store(args.db, create=False) as store:
         # Every check (search, trials, options) before Ray starts or anything is written.
         trials = select_configurations(store, args.search, selection, args.trial)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     pass
 
 
-SELECTIONS = ("pareto", "best", "trial")
+SELECTIONS = ("pareto", "best", "best-per-method", "trial")
 TRAIN_SPLIT = "train800val200"
 # Searches load their splits with the data seed 0 (the dSprites permutation), whatever --seed is;
 # evaluation must read the same images, so the run seed never reaches the data.

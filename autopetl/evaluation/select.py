@@ -12,6 +12,12 @@ if TYPE_CHECKING:
 
 
 # -- selection (validation accuracy only) ---------------------------------------------------------
+def _by_val(t: TrialRecord) -> tuple[float, float, int]:
+    """Higher val accuracy first; then fewer parameters, then the earlier trial."""
+    params = t.tunable_params if t.tunable_params is not None else math.inf
+    return (float(t.val_acc or 0.0), -params, -(t.number if t.number is not None else 0))
+
+
 def select_configurations(
     store: Store, search_name: str, selection: str = "pareto", trial_key: str | None = None
 ) -> list[TrialRecord]:
@@ -21,7 +27,9 @@ def select_configurations(
         store: The store.
         search_name: The search.
         selection: ``pareto`` (the front on val accuracy and tunable parameters), ``best`` (the
-            highest val accuracy; fewer parameters break ties) or ``trial`` (``trial_key``).
+            highest val accuracy; fewer parameters break ties), ``best-per-method`` (``best``
+            within each method: a table of methods, as the papers' Table 1 and Fig. 3) or
+            ``trial`` (``trial_key``).
         trial_key: The trial, with ``selection="trial"``.
 
     Raises:
@@ -55,15 +63,10 @@ def select_configurations(
             f"run or resume it first (`autopetl search --name {search_name} ...`)"
         )
     if selection == "best":
-        best = max(
-            ranked,
-            key=lambda t: (
-                t.val_acc,
-                -(t.tunable_params if t.tunable_params is not None else math.inf),
-                -(t.number if t.number is not None else 0),
-            ),
-        )
-        return [best]
+        return [max(ranked, key=_by_val)]
+    if selection == "best-per-method":
+        methods = sorted({t.method or "" for t in ranked})
+        return [max((t for t in ranked if (t.method or "") == m), key=_by_val) for m in methods]
     front = store.pareto_front(search_name=search_name)
     if not front:
         raise EvaluationError(f"search {search_name!r} has no Pareto front to evaluate")
