@@ -82,11 +82,19 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
+def _trained_on(train_fraction: float | None) -> str:
+    """What the runs train on: train800val200, or the search's fraction of the training set."""
+    if train_fraction is None:
+        return "train800val200"
+    from autopetl.tasks.scale import fraction_label
+
+    return f"{fraction_label(train_fraction)} of train + val"
+
+
 def results_table(search: str, results: list[ConfigurationResult]) -> Table:
     """Per configuration: mean ± std test accuracy over seeds, and tunable parameters."""
-    table = Table(
-        title=f"test accuracy of {search} (train800val200 -> test, mean ± std over seeds)"
-    )
+    trained_on = _trained_on(results[0].train_fraction if results else None)
+    table = Table(title=f"test accuracy of {search} ({trained_on} -> test, mean ± std over seeds)")
     table.add_column("trial", overflow="fold")
     table.add_column("method")
     table.add_column("test acc %", justify="right", no_wrap=True)
@@ -156,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                 connect(None, database_url=store.url)
         err_console.print(
             f"evaluating {len(trials)} configuration(s) of {args.search} x "
-            f"{args.seeds} seed(s): train800val200 -> test"
+            f"{args.seeds} seed(s): {_trained_on(jobs[0].train_fraction)} -> test"
             + (" (smoke test)" if jobs[0].smoke_test else "")
         )
         failures: list[EvaluationRun] = []
