@@ -20,7 +20,7 @@ from typing import Any
 
 from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.backbones import BackboneSpec
+from autopetl.backbones import BackboneSpec, family_of
 from autopetl.methods import METHODS, PetlModel, build_method
 from autopetl.methods.io import load_tunable, save_tunable
 from autopetl.pipeline import attach as _attach
@@ -45,7 +45,9 @@ def attach(
     """Freeze ``backbone`` and add ``method``'s tunable parts (and a fresh head) to it.
 
     Args:
-        backbone: A timm VisionTransformer (any size, input size, register tokens).
+        backbone: A timm VisionTransformer (any size, input size, register tokens), or a timm
+            SwinTransformer for the methods that apply to one (``linear``, ``full``, ``bias``,
+            ``vpt``; the others raise a ConfigError that says so).
         method: A name from :func:`list_methods` (``vpt``, ``dvpt``, ``lora``, ``adapter``...).
         num_classes: Classes of the new head; default: the backbone's own head size.
         seed: Seeds the new parameters (prompts, LoRA matrices, the head).
@@ -58,8 +60,11 @@ def attach(
         The model: its ``tunable_named_parameters()`` are the only ones with gradients, and
         ``num_tunable()`` counts them (head included).
     """
-    if not isinstance(backbone, VisionTransformer):
-        raise TypeError(f"autopetl adapts timm VisionTransformers; got {type(backbone).__name__}")
+    if family_of(backbone) is None:
+        raise TypeError(
+            f"autopetl adapts timm VisionTransformers and SwinTransformers; got "
+            f"{type(backbone).__name__}"
+        )
     built = build_method(method, options)
     if num_classes is not None and num_classes != backbone.num_classes:
         if copy:

@@ -1,4 +1,8 @@
-"""Frozen timm Vision Transformers, built by name from a weights source.
+"""Frozen timm Vision Transformers (and Swin Transformers), built by name from a weights source.
+
+Two families of timm models are backbones: ``vit`` (``VisionTransformer``: every method) and
+``swin`` (``SwinTransformer``: the methods that do not rely on a ViT's one token sequence, see
+``Method.families``); :func:`family_of` tells them apart.
 
 The weights source is one of:
 - ``hub``: timm's pretrained weights from the Hugging Face hub (the users' default; the papers'
@@ -34,7 +38,8 @@ class BackboneSpec:
     """What to build: a timm model name, a weights source, an input size and model overrides.
 
     Attributes:
-        name: A timm model name (a VisionTransformer), optionally with a pretrained tag.
+        name: A timm model name (a VisionTransformer or SwinTransformer), optionally with a
+            pretrained tag.
         weights: ``hub``, ``none`` or a path to a weights file.
         img_size: Side of the square input; position embeddings are resampled to it.
         overrides: Extra timm model kwargs (e.g. ``depth``), used by tiny test models.
@@ -77,6 +82,23 @@ SMOKE_BACKBONE = BackboneSpec(
 )
 
 
+# The backbone families and the timm class of each, by module and class name (no timm import).
+FAMILIES = {
+    "vit": ("timm.models.vision_transformer", "VisionTransformer"),
+    "swin": ("timm.models.swin_transformer", "SwinTransformer"),
+}
+
+
+def family_of(model: torch.nn.Module) -> str | None:
+    """``vit`` or ``swin`` for a timm model of that family (subclasses too), else None."""
+    import importlib
+
+    for family, (module, cls) in FAMILIES.items():
+        if isinstance(model, getattr(importlib.import_module(module), cls)):
+            return family
+    return None
+
+
 def build_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
     """Build a timm ViT with a fresh ``num_classes`` head and every parameter frozen.
 
@@ -90,7 +112,8 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
     if spec.name.split(".")[0] not in timm.list_models():
         raise WeightsError(
             f"unknown backbone {spec.name!r}; pick a timm ViT such as {DEFAULT_BACKBONE} "
-            f"(timm.list_models('vit_*') lists them)"
+            f"or a Swin such as swin_base_patch4_window7_224.ms_in22k "
+            f"(timm.list_models('vit_*') and timm.list_models('swin_*') list them)"
         )
     kwargs: dict[str, Any] = dict(num_classes=num_classes, img_size=spec.img_size, **spec.overrides)
     weights = spec.weights
@@ -131,13 +154,15 @@ def _load_file(model: VisionTransformer, name: str, path: Path) -> None:
     timm's own file loading (``pretrained_cfg_overlay=dict(file=...)``) loads non-strictly once
     the head is replaced, so a checkpoint of another architecture trains with a warning (a
     DINOv2 file in ``vit_small_patch16_224`` leaves 24 layer-scale keys unused). This runs the
-    same steps (timm's reader, the ViT checkpoint filter that resamples position embeddings to
-    ``img_size``), drops the checkpoint's head (the task gets its own) and then insists that
-    every other key matches.
+    same steps (timm's reader, the model family's own checkpoint filter: a ViT's resamples
+    position embeddings to ``img_size``, a Swin's its relative position tables), drops the
+    checkpoint's head (the task gets its own) and then insists that every other key matches.
     """
-    from timm.models import load_state_dict
-    from timm.models.vision_transformer import checkpoint_filter_fn
+    import importlib
 
+    from timm.models import load_state_dict
+
+    checkpoint_filter_fn = importlib.import_module(type(model).__module__).checkpoint_filter_fn
     state = checkpoint_filter_fn(load_state_dict(str(path)), model)
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     own = model.state_dict()
@@ -172,18 +197,17 @@ def _keys(keys: list[str], shown: int = 3) -> str:
 
 
 def _checked(model: torch.nn.Module, spec: BackboneSpec) -> VisionTransformer:
-    """A ViT (what the methods need) whose patch size divides the input side.
+    """A ViT or Swin (what the methods know) whose patch size divides the input side.
 
     A side the patch size does not divide would silently drop the image's last rows and columns.
     """
-    from timm.models.vision_transformer import VisionTransformer
-
-    if not isinstance(model, VisionTransformer):
+    if family_of(model) is None:
         raise WeightsError(
-            f"{spec.name} is a {type(model).__name__}, not a timm VisionTransformer; "
-            f"autopetl's methods need one"
+            f"{spec.name} is a {type(model).__name__}, not a timm VisionTransformer or "
+            f"SwinTransformer; autopetl's methods need one of those"
         )
-    patch = model.patch_embed.patch_size
+    embed: Any = model.patch_embed  # a timm PatchEmbed; nn.Module attributes are untyped
+    patch = embed.patch_size
     side = patch[0] if isinstance(patch, tuple) else int(patch)
     if spec.img_size % side:
         lower = spec.img_size // side * side
@@ -192,7 +216,7 @@ def _checked(model: torch.nn.Module, spec: BackboneSpec) -> VisionTransformer:
             f"the last {spec.img_size - lower} pixel rows and columns would be ignored; use "
             f"{lower or side} or {lower + side}"
         )
-    return model
+    return model  # type: ignore[return-value]  # a Swin: the methods that apply check their own
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

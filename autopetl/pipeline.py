@@ -14,6 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from autopetl.backbones import input_stats
 from autopetl.methods.base import Method, PetlModel
+from autopetl.methods.registry import check_applies
 from autopetl.tasks import SplitData, TaskSpec, load_split
 from autopetl.training import TrainConfig, TrainResult, seed_everything, train
 
@@ -71,6 +72,7 @@ def attach(
     whose ``changes_backbone`` is False, and only while no other model built on ``backbone`` is in
     use (a search worker runs one trial at a time); a later attach replaces this model's head.
     """
+    check_applies(method, backbone)
     seed_everything(seed)
     net = copy.deepcopy(backbone) if copy_backbone else backbone
     # A fresh head for every run, so trials do not inherit each other's classifier.

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.layers import ClassifierHead
 
 from autopetl.errors import ConfigError, TrainingDivergedError
 from autopetl.feature_cache import FeatureCache
@@ -176,6 +177,12 @@ def _cacheable_head(model: PetlModel) -> torch.nn.Module | None:
     ):
         return None
     head = model.backbone.head
+    if isinstance(head, ClassifierHead):
+        # A Swin's head is timm's pool -> dropout -> fc: forward_head(pre_logits=True) has
+        # pooled already, so its fc alone maps the cached features to logits.
+        if head.drop.p:
+            return None
+        head = head.fc
     head_params = {id(p) for p in head.parameters()}
     if not all(id(p) in head_params for _, p in model.tunable_named_parameters()):
         return None

@@ -26,6 +26,14 @@ TINY_REG = BackboneSpec(
     img_size=28,
     overrides={"depth": 3, "embed_dim": 48, "num_heads": 2},
 )
+# A tiny Swin: two stages of two blocks (the second shifted), widths 16 and 32, 4 x 4 windows on an
+# 8 x 8 then 4 x 4 patch grid at 32 px, so stage 0 has four windows and a shift mask.
+TINY_SWIN = BackboneSpec(
+    name="swin_tiny_patch4_window7_224",
+    weights="none",
+    img_size=32,
+    overrides={"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "window_size": 4},
+)
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +60,12 @@ def _one_thread():
 def tiny_backbone():
     torch.manual_seed(0)
     return build_backbone(TINY, num_classes=16)
+
+
+@pytest.fixture
+def tiny_swin_backbone():
+    torch.manual_seed(0)
+    return build_backbone(TINY_SWIN, num_classes=5)
 
 
 @pytest.fixture

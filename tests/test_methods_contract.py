@@ -1,6 +1,7 @@
 """One contract, every method: each registered PETL method (and a few config variants) must
 train only its tunable parameters, leave the frozen backbone bit-identical, count its parameters
-as its closed form says, round-trip its config through JSON and its weights through an artifact.
+as its closed form says, round-trip its config through JSON and its weights through an artifact,
+on a tiny ViT, a tiny ViT with registers, and (for the methods that apply to one) a tiny Swin.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from autopetl.methods import METHODS, PetlModel, build_method
 from autopetl.methods.io import load_tunable, save_tunable
 from autopetl.pipeline import attach
 
-from .conftest import TINY, TINY_REG
+from .conftest import TINY, TINY_REG, TINY_SWIN
 
 # (method, config values): every registered method with its defaults, then variants.
 VARIANTS: list[tuple[str, dict]] = [
@@ -46,10 +47,36 @@ def _case_id(case: tuple[str, dict]) -> str:
     return name + "".join(f"-{k}={v}" for k, v in values.items()).replace(" ", "")
 
 
-@pytest.fixture(params=[TINY, TINY_REG], ids=["tiny", "tiny_reg"])
-def spec_and_backbone(request: pytest.FixtureRequest):
-    fixture = "tiny_backbone" if request.param is TINY else "tiny_reg_backbone"
-    return request.param, request.getfixturevalue(fixture)
+# The tiny backbones, by test id: (spec, family, the conftest fixture that builds it).
+BACKBONES = {
+    "tiny": (TINY, "vit", "tiny_backbone"),
+    "tiny_reg": (TINY_REG, "vit", "tiny_reg_backbone"),
+    "tiny_swin": (TINY_SWIN, "swin", "tiny_swin_backbone"),
+}
+
+
+def _applies(case: tuple[str, dict], family: str) -> bool:
+    """Whether the case is a configuration for that family (test_swin checks the refusals)."""
+    name, values = case
+    return family in METHODS[name].families and not (
+        family == "swin" and values.get("location") == "add"
+    )
+
+
+def on_backbones(cases: list[tuple[str, dict]]) -> list:
+    """Each case on each tiny backbone it applies to, as (case, backbone id) parameters."""
+    return [
+        pytest.param(case, key, id=f"{_case_id(case)}-{key}")
+        for case in cases
+        for key, (_, family, _) in BACKBONES.items()
+        if _applies(case, family)
+    ]
+
+
+@pytest.fixture
+def spec_and_backbone(request: pytest.FixtureRequest, backbone_id: str):
+    spec, _, fixture = BACKBONES[backbone_id]
+    return spec, request.getfixturevalue(fixture)
 
 
 def _images(backbone: VisionTransformer, n: int = 3, seed: int = 1) -> torch.Tensor:
@@ -65,7 +92,7 @@ def test_every_method_module_registers_its_method() -> None:
     # CASES is built from the registry, so the registry itself is checked against the files: a
     # method module that forgot to register (or a registered name without a module) fails here.
     folder = Path(__file__).resolve().parents[1] / "autopetl" / "methods"
-    not_methods = {"__init__", "base", "io", "registry", "_prompting"}
+    not_methods = {"__init__", "base", "io", "registry", "_prompting", "_swin_prompting"}
     modules = {p.stem for p in folder.glob("*.py")} - not_methods
     assert modules == {type(build_method(name)).__module__.rsplit(".", 1)[1] for name in METHODS}
     assert set(METHODS) == {
@@ -73,7 +100,7 @@ def test_every_method_module_registers_its_method() -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize(("case", "backbone_id"), on_backbones(CASES))
 def test_only_tunable_parameters_train(case, spec_and_backbone) -> None:
     _, backbone = spec_and_backbone
     model = _model(backbone, case)
@@ -132,7 +159,7 @@ def test_methods_that_share_the_backbone_are_declared() -> None:
     assert {name for name, _ in SHARING_CASES} == {"linear", "mlp", "vpt", "dvpt", "sidetune"}
 
 
-@pytest.mark.parametrize("case", SHARING_CASES, ids=_case_id)
+@pytest.mark.parametrize(("case", "backbone_id"), on_backbones(SHARING_CASES))
 def test_changes_backbone_false_is_true_to_its_word(case, spec_and_backbone) -> None:
     """Attached without a copy and trained, the backbone (head aside) is the same objects with
     the same values, so the next trial of a search worker can use it as it is."""
@@ -157,7 +184,7 @@ def test_changes_backbone_false_is_true_to_its_word(case, spec_and_backbone) -> 
         assert torch.equal(shared(_images(backbone)), copied(_images(backbone)))
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize(("case", "backbone_id"), on_backbones(CASES))
 def test_tunable_count_matches_closed_form(case, spec_and_backbone) -> None:
     _, backbone = spec_and_backbone
     method = build_method(*case)
@@ -177,7 +204,7 @@ def test_config_round_trips_through_json(case) -> None:
     assert build_method(name, json.loads(text)).config == method.config
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize(("case", "backbone_id"), on_backbones(CASES))
 def test_save_load_reproduces_outputs(case, spec_and_backbone, tmp_path: Path) -> None:
     spec, backbone = spec_and_backbone
     model = _model(backbone, case)
@@ -211,7 +238,7 @@ PROBE_EQUIVALENT = [
 ]
 
 
-@pytest.mark.parametrize("case", PROBE_EQUIVALENT, ids=_case_id)
+@pytest.mark.parametrize(("case", "backbone_id"), on_backbones(PROBE_EQUIVALENT))
 def test_starts_as_the_linear_probe(case, spec_and_backbone) -> None:
     _, backbone = spec_and_backbone
     x = _images(backbone)

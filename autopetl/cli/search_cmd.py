@@ -159,6 +159,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_methods_apply(space: SearchSpace, spec: BackboneSpec, family: str) -> None:
+    """Refuse, before Ray starts, a space with methods that cannot apply to the backbone."""
+    from autopetl.methods.registry import methods_for, not_applicable
+
+    refused = [m for m in space.methods if not_applicable(m, family)]
+    if refused:
+        raise ConfigError(
+            f"space {space.name!r} searches {', '.join(refused)}, which do not apply to "
+            f"{spec.name} (a {family} backbone); on {family} the methods are "
+            f"{', '.join(methods_for(family))}: use --space {family} or a space of those"
+        )
+
+
 def _fractions(text: str) -> list[float]:
     from autopetl.tasks.scale import parse_fractions
 
@@ -305,6 +318,7 @@ def _fmt(value: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autopetl.backbones import family_of
     from autopetl.methods.io import rebuildable_backbone
     from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
     from autopetl.search.cluster import check_trial_fits, connect
@@ -417,7 +431,8 @@ def run(args: argparse.Namespace) -> int:
         json.dumps(p.backbone.to_dict(), sort_keys=True): p.backbone for p in plans
     }.values():
         with status(f"checking {spec.name} ({spec.weights}) at {spec.img_size}px"):
-            rebuildable_backbone(spec, tasks[0].num_classes)
+            backbone = rebuildable_backbone(spec, tasks[0].num_classes)
+        _check_methods_apply(space, spec, family_of(backbone) or "")
     with status("starting Ray"):
         connect(args.address, database_url=store.url)
         check_trial_fits(args.cpus_per_trial, args.gpus_per_trial)

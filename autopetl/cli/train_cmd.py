@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from autopetl.backbones import build_backbone, describe
     from autopetl.methods import build_method
     from autopetl.methods.io import save_tunable
+    from autopetl.methods.registry import check_applies
     from autopetl.objectives import measure
     from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
     from autopetl.training import TrainConfig, resolve_device
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         )
     with status(f"building {spec.name} ({spec.weights})"):
         backbone = build_backbone(spec, task.num_classes)
+    check_applies(method, backbone)  # lora on a Swin: one line, before the progress bar
 
     progress = Progress(
         TextColumn("{task.description}", style="bold", markup=False),

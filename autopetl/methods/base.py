@@ -154,6 +154,10 @@ class Method(ABC):
     # instead of copying it for every trial (a ViT-B copy is 330 MiB). The methods' contract
     # test checks every False against what attach and a training step really do.
     changes_backbone: ClassVar[bool] = True
+    # The backbone families (autopetl.backbones.FAMILIES) the method is written for. Most methods
+    # reach into a ViT's one token sequence and its blocks (backbone.blocks, [CLS], embed_dim); a
+    # method that also handles a Swin's stages says so here.
+    families: ClassVar[tuple[str, ...]] = ("vit",)
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_cls()

@@ -19,6 +19,7 @@ class FullConfig(MethodConfig):
 class Full(Method):
     name = "full"
     config_cls = FullConfig
+    families = ("vit", "swin")
 
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         backbone.requires_grad_(True)

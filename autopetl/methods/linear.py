@@ -20,6 +20,7 @@ class Linear(Method):
     name = "linear"
     changes_backbone = False
     config_cls = LinearConfig
+    families = ("vit", "swin")
 
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         make_head_tunable(backbone)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopetl.errors import UnknownMethodError
+from autopetl.errors import ConfigError, UnknownMethodError
 from autopetl.methods.base import Method
 
 METHODS: dict[str, type[Method]] = {}
@@ -33,3 +33,29 @@ def build_method(name: str, values: dict[str, Any] | None = None) -> Method:
     """The method called ``name`` with its config built (and checked) from ``values``."""
     cls = get_method(name)
     return cls(cls.config_cls.from_dict(values or {}))
+
+
+def methods_for(family: str) -> list[str]:
+    """The registered methods that apply to a backbone family (``vit``, ``swin``), by name."""
+    return sorted(name for name, cls in METHODS.items() if family in cls.families)
+
+
+def not_applicable(method: str, family: str) -> str | None:
+    """None when ``method`` applies to the backbone ``family``; else the one line that says it
+    does not, and which methods do."""
+    if family in get_method(method).families:
+        return None
+    return (
+        f"method {method} does not apply to a {family} backbone (it is written for a ViT's "
+        f"blocks, token sequence or head); on {family} use one of: "
+        f"{', '.join(methods_for(family)) or '(none)'}"
+    )
+
+
+def check_applies(method: Method, backbone: Any) -> None:
+    """Raise a one-line ConfigError when ``method`` cannot apply to ``backbone``."""
+    from autopetl.backbones import family_of
+
+    reason = not_applicable(method.name, family_of(backbone) or type(backbone).__name__)
+    if reason:
+        raise ConfigError(reason)

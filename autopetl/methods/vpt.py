@@ -19,18 +19,25 @@ which hold for a task (``search_spaces/vpt_design.yaml``); the official code's n
   both [VIT_POOL_TYPE original / img_pool / prompt_pool / imgprompt_pool]; the pooled feature
   goes through timm's fc_norm and head. The prompt readouts need ``prepend``, as in the official
   code.
+
+On a timm Swin (``swin_*``) prompts go inside every local window and stay out of patch merging
+(:mod:`autopetl.methods._swin_prompting`); ``location: add`` is a ViT's alone, and ``cls`` is the
+Swin's own readout, the mean of its image tokens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from autopetl.backbones import family_of
 from autopetl.errors import ConfigError
 from autopetl.methods._prompting import READOUTS, PromptedModel, vpt_init_
+from autopetl.methods._swin_prompting import SwinPromptedModel, swin_blocks, swin_vpt_init_
 from autopetl.methods.base import Method, MethodConfig, PetlModel, head_params, make_head_tunable
 from autopetl.methods.registry import register_method
 
@@ -94,6 +101,14 @@ class VPTConfig(MethodConfig):
 LOCATIONS = ("prepend", "add")
 
 
+def _check_swin(config: VPTConfig) -> None:
+    if config.location != "prepend":
+        raise ConfigError(
+            "vpt location add adds one prompt per token of a ViT's sequence, which a Swin does "
+            "not have; on a Swin use location prepend (prompts in every window)"
+        )
+
+
 def _tokens(backbone: VisionTransformer) -> int:
     """Tokens of the sequence the blocks see: prefix ([CLS], registers) and patches."""
     return backbone.num_prefix_tokens + backbone.patch_embed.num_patches
@@ -132,19 +147,52 @@ class VPTModel(PromptedModel):
         return vit.norm(x), None
 
 
+class SwinVPTModel(SwinPromptedModel):
+    """VPT on a Swin: each prompted block's prompts at its stage's width, one tensor per stage
+    (``prompts.<s>``: [prompted blocks of stage s, p, C_s])."""
+
+    def __init__(self, backbone: Any, config: VPTConfig) -> None:
+        super().__init__(backbone, config.dropout, config.readout)
+        blocks = swin_blocks(backbone)
+        prompted = config.prompted_blocks(len(blocks))
+        self.prompts = nn.ParameterList()
+        # Block index (across stages) -> (index into self.prompts, row).
+        self.rows: dict[int, tuple[int, int]] = {}
+        for stage in sorted({blocks[i][0] for i in prompted}):
+            mine = [i for i in prompted if blocks[i][0] == stage]
+            for row, i in enumerate(mine):
+                self.rows[i] = (len(self.prompts), row)
+            dim = blocks[mine[0]][1].dim
+            tensor = torch.empty(len(mine), config.prompt_length, dim)
+            swin_vpt_init_(tensor, backbone)
+            self.prompts.append(nn.Parameter(tensor))
+
+    def prompts_for(self, block: int) -> torch.Tensor | None:
+        at = self.rows.get(block)
+        return None if at is None else self.prompts[at[0]][at[1]]
+
+
 @register_method
 class VPT(Method):
     name = "vpt"
     changes_backbone = False
     config_cls = VPTConfig
     config: VPTConfig
+    families = ("vit", "swin")
 
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         make_head_tunable(backbone)
+        if family_of(backbone) == "swin":
+            _check_swin(self.config)
+            return SwinVPTModel(backbone, self.config)
         return VPTModel(backbone, self.config)
 
     def closed_form_params(self, backbone: VisionTransformer) -> int:
         c = self.config
+        if family_of(backbone) == "swin":
+            blocks = swin_blocks(backbone)
+            dims = [blocks[i][1].dim for i in c.prompted_blocks(len(blocks))]
+            return c.prompt_length * sum(dims) + head_params(backbone)
         layers = len(c.prompted_blocks(len(backbone.blocks)))
         length = _tokens(backbone) if c.location == "add" else c.prompt_length
         return layers * length * backbone.embed_dim + head_params(backbone)
