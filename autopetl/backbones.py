@@ -15,6 +15,7 @@ The weights source is one of:
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +164,11 @@ def _load_file(model: VisionTransformer, name: str, path: Path) -> None:
     from timm.models import load_state_dict
 
     checkpoint_filter_fn = importlib.import_module(type(model).__module__).checkpoint_filter_fn
-    state = checkpoint_filter_fn(load_state_dict(str(path)), model)
+    with warnings.catch_warnings():
+        # timm's resampling of a Swin's relative position tables trips two torch deprecation
+        # warnings about its own code: nothing a user can act on, and noise in every log.
+        warnings.filterwarnings("ignore", category=UserWarning, module="timm.layers.interpolate")
+        state = checkpoint_filter_fn(load_state_dict(str(path)), model)
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     own = model.state_dict()
     resized = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
