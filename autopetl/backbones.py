@@ -163,7 +163,9 @@ def _load_file(model: VisionTransformer, name: str, path: Path) -> None:
 
     from timm.models import load_state_dict
 
-    checkpoint_filter_fn = importlib.import_module(type(model).__module__).checkpoint_filter_fn
+    family = family_of(model)
+    assert family is not None  # build_backbone built a model of one of FAMILIES
+    checkpoint_filter_fn = importlib.import_module(FAMILIES[family][0]).checkpoint_filter_fn
     with warnings.catch_warnings():
         # timm's resampling of a Swin's relative position tables trips two torch deprecation
         # warnings about its own code: nothing a user can act on, and noise in every log.

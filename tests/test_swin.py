@@ -174,18 +174,25 @@ def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
     return errors[0]
 
 
-def test_search_refuses_a_space_of_vit_methods_on_a_swin_before_ray(
-    capsys, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("space", "said"),
+    [
+        ("default", "searches dvpt, adapter, lora, which do not apply"),
+        ("vpt_design", "has vpt.location add, which swin_tiny_patch4_window7_224 cannot run"),
+    ],
+)
+def test_search_refuses_a_space_a_swin_cannot_run_before_ray(
+    space, said, capsys, tmp_path, monkeypatch
 ) -> None:
     from autopetl.search import cluster
 
     connected: list[object] = []  # a spy on the one way the driver reaches Ray; never reached
     monkeypatch.setattr(cluster, "connect", lambda *a, **k: connected.append(a))
     start = time.perf_counter()
-    argv = ["search", "--task", "vtab/dsprites_loc", "--smoke-test", *SWIN_ARGS]
+    argv = ["search", "--task", "vtab/dsprites_loc", "--smoke-test", "--space", space, *SWIN_ARGS]
     assert main([*argv, "--db", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
-    said = _one_error(capsys)
-    assert "searches dvpt, adapter, lora, which do not apply" in said and "--space swin" in said
+    line = _one_error(capsys)
+    assert said in line and "--space swin" in line
     assert not connected and time.perf_counter() - start < 30
 
 

@@ -160,8 +160,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_methods_apply(space: SearchSpace, spec: BackboneSpec, family: str) -> None:
-    """Refuse, before Ray starts, a space with methods that cannot apply to the backbone."""
-    from autopetl.methods.registry import methods_for, not_applicable
+    """Refuse, before Ray starts, a space that asks the backbone for what it cannot run: a method
+    not written for its family, or an option value (a fixed value, a choice, an end of a range)
+    that its method refuses there (vpt's location add on a Swin). A refusal that only a
+    combination of values shows is left to each trial's attach, which says it in the same words.
+    """
+    from autopetl.methods.registry import build_method, methods_for, not_applicable
+    from autopetl.search.space import edge_values
+    from autopetl.trial import TRAIN_PREFIX
 
     refused = [m for m in space.methods if not_applicable(m, family)]
     if refused:
@@ -170,6 +176,17 @@ def _check_methods_apply(space: SearchSpace, spec: BackboneSpec, family: str) ->
             f"{spec.name} (a {family} backbone); on {family} the methods are "
             f"{', '.join(methods_for(family))}: use --space {family} or a space of those"
         )
+    for name, params in space.methods.items():
+        for param in params:
+            if TRAIN_PREFIX in param.name:
+                continue
+            for value in edge_values(param):
+                reason = build_method(name, {param.name.partition(".")[2]: value}).refuses(family)
+                if reason:
+                    raise ConfigError(
+                        f"space {space.name!r} has {param.name} {value}, which {spec.name} "
+                        f"cannot run: {reason}; use --space {family} or a space without it"
+                    )
 
 
 def _fractions(text: str) -> list[float]:

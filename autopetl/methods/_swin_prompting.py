@@ -61,6 +61,10 @@ def _window_attention(attn: Any, x: torch.Tensor, prompts: torch.Tensor, mask: A
     ``x`` [B_, N, C] are the windows, ``prompts`` [B_, p, C] their prompts. The prompts' rows and
     columns of the relative position bias and of the shift mask are zero: a prompt has no place
     in the window, and lies in every window alike.
+
+    This re-runs timm's own steps (its private ``_get_rel_pos_bias``, its ``fused_attn`` switch),
+    as written in timm 1.0.31; ``tests/test_swin.py`` checks that with no prompts the whole
+    model still equals timm's Swin, so a timm that changes them fails there first.
     """
     tokens = torch.cat([prompts, x], dim=1)
     b_, n, _ = tokens.shape

@@ -164,6 +164,11 @@ class Method(ABC):
         if not isinstance(self.config, self.config_cls):
             raise TypeError(f"{self.name} needs a {self.config_cls.__name__}")
 
+    def refuses(self, family: str) -> str | None:
+        """Why this configuration cannot run on a backbone of ``family`` (one of ``families``),
+        or None. ``registry.check_applies`` asks it before every attach."""
+        return None
+
     @abstractmethod
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         """Add the tunable parts to a frozen backbone (head included) and return the model."""

@@ -53,9 +53,11 @@ def not_applicable(method: str, family: str) -> str | None:
 
 
 def check_applies(method: Method, backbone: Any) -> None:
-    """Raise a one-line ConfigError when ``method`` cannot apply to ``backbone``."""
+    """Raise a one-line ConfigError when ``method`` cannot apply to ``backbone``: the method is
+    not written for its family, or this configuration of it (``Method.refuses``) is not."""
     from autopetl.backbones import family_of
 
-    reason = not_applicable(method.name, family_of(backbone) or type(backbone).__name__)
+    family = family_of(backbone) or type(backbone).__name__
+    reason = not_applicable(method.name, family) or method.refuses(family)
     if reason:
         raise ConfigError(reason)

@@ -101,14 +101,6 @@ class VPTConfig(MethodConfig):
 LOCATIONS = ("prepend", "add")
 
 
-def _check_swin(config: VPTConfig) -> None:
-    if config.location != "prepend":
-        raise ConfigError(
-            "vpt location add adds one prompt per token of a ViT's sequence, which a Swin does "
-            "not have; on a Swin use location prepend (prompts in every window)"
-        )
-
-
 def _tokens(backbone: VisionTransformer) -> int:
     """Tokens of the sequence the blocks see: prefix ([CLS], registers) and patches."""
     return backbone.num_prefix_tokens + backbone.patch_embed.num_patches
@@ -180,10 +172,17 @@ class VPT(Method):
     config: VPTConfig
     families = ("vit", "swin")
 
+    def refuses(self, family: str) -> str | None:
+        if family == "swin" and self.config.location != "prepend":
+            return (
+                "vpt location add adds one prompt per token of a ViT's sequence, which a Swin "
+                "does not have; on a Swin use location prepend (prompts in every window)"
+            )
+        return None
+
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         make_head_tunable(backbone)
         if family_of(backbone) == "swin":
-            _check_swin(self.config)
             return SwinVPTModel(backbone, self.config)
         return VPTModel(backbone, self.config)
 

@@ -377,14 +377,18 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
     return Param(name, kind, low=low, high=high, log=log, step=step)
 
 
-def _check_values(param: Param, at: str, build: Any) -> None:
-    """Each endpoint or choice must be a value the method or trainer accepts."""
+def edge_values(param: Param) -> list[Any]:
+    """The values that bound what a parameter can take: its fixed value, its choices, or its
+    range's two ends."""
     values = (
         [param.value] if param.kind == "fixed" else list(param.choices) or [param.low, param.high]
     )
-    if param.kind == "int":
-        values = [int(v) for v in values]
-    for value in values:
+    return [int(v) for v in values] if param.kind == "int" else values
+
+
+def _check_values(param: Param, at: str, build: Any) -> None:
+    """Each endpoint or choice must be a value the method or trainer accepts."""
+    for value in edge_values(param):
         try:
             build(value)
         except ConfigError as exc:
