@@ -52,3 +52,37 @@ def test_eight_processes_into_one_sqlite_file(sqlite_url: str) -> None:
 
 def test_eight_processes_into_postgresql(pg_url: str) -> None:
     _run_writers(pg_url)
+
+
+def _connect_at(url: str, start_at: float) -> str | None:
+    """One process's first connection, started at the same instant as its siblings'."""
+    import time
+
+    from autopetl.store._engine import make_engine, resolve_url
+
+    while time.time() < start_at:  # a spin, not a sleep: the starts must line up to the ms
+        pass
+    engine = make_engine(resolve_url(url))
+    try:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        engine.dispose()
+
+
+def test_first_connections_to_a_new_sqlite_file_all_switch_it_to_wal(tmp_path) -> None:
+    # SQLite gives up on ``PRAGMA journal_mode = WAL`` at once, busy timeout or not, when a
+    # sibling holds the file's lock for its own switch. Raw sqlite3 fails about one round in five
+    # of these; the engine must retry the switch instead (this failed CI once as "database is
+    # locked" from the eight-writer test above).
+    import time
+
+    rounds = 30
+    with multiprocessing.get_context("spawn").Pool(WORKERS) as pool:
+        for r in range(rounds):
+            url = f"sqlite:///{tmp_path / f'round{r}.db'}"
+            start_at = time.time() + 0.3
+            modes = pool.starmap(_connect_at, [(url, start_at)] * WORKERS)
+            assert modes == ["wal"] * WORKERS, f"round {r}: {modes}"

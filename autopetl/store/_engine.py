@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +103,34 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
-    # WAL lets readers (the dashboard) run while one writer commits; it is persistent per file.
-    cursor.execute("PRAGMA journal_mode = WAL")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous = NORMAL")  # durable in WAL except on power loss
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Put the file in WAL mode, which lets readers (the dashboard) run while one writer commits.
+
+    The mode is persistent per file, so only a new file's first connections switch it. SQLite
+    fails that switch at once with "database is locked", ignoring the busy timeout, while a
+    sibling connection holds the lock for its own switch (eight trial writers opening a new
+    database together hit it about one time in five), so the switch is retried here until the
+    same timeout a writer would wait.
+    """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    if mode.lower() != "wal":  # a file system without shared memory (some network mounts)
+        log.warning("SQLite keeps journal mode %r here; readers will wait for writers", mode)
 
 
 def sqlite_no_fsync_per_commit(dbapi_connection: Any, _record: Any) -> None:
