@@ -10,6 +10,7 @@ never see them.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -18,10 +19,14 @@ from torch import nn
 from autopetl.methods.base import PetlModel
 
 
-def vpt_init_(prompts: torch.Tensor, backbone: VisionTransformer) -> None:
-    """VPT's Xavier-uniform init: val = sqrt(6 / (3 * patch_h * patch_w + d)) (KMnP/vpt)."""
+def vpt_init_(prompts: torch.Tensor, backbone: Any, width: int | None = None) -> None:
+    """VPT's Xavier-uniform init: val = sqrt(6 / (3 * patch_h * patch_w + d)) (KMnP/vpt).
+
+    ``d`` is the prompts' width, or ``width``: the official Swin code uses the first stage's
+    width for every stage's prompts.
+    """
     ph, pw = backbone.patch_embed.patch_size
-    val = math.sqrt(6.0 / float(3 * ph * pw + prompts.shape[-1]))
+    val = math.sqrt(6.0 / float(3 * ph * pw + (width or prompts.shape[-1])))
     nn.init.uniform_(prompts, -val, val)
 
 

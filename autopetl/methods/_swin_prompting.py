@@ -30,7 +30,6 @@ the image tokens); the official code pools image tokens and prompt outputs toget
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -43,16 +42,6 @@ from autopetl.methods.base import PetlModel
 def swin_blocks(swin: Any) -> list[tuple[int, Any]]:
     """Every block of a timm SwinTransformer, across stages, as (stage index, block)."""
     return [(s, block) for s, stage in enumerate(swin.layers) for block in stage.blocks]
-
-
-def swin_vpt_init_(prompts: torch.Tensor, swin: Any) -> None:
-    """VPT's Xavier-uniform init, as the official Swin code: the first stage's width, every stage.
-
-    val = sqrt(6 / (3 * patch_h * patch_w + embed_dim)); ``embed_dim`` is the first stage's.
-    """
-    ph, pw = swin.patch_embed.patch_size
-    val = math.sqrt(6.0 / float(3 * ph * pw + swin.embed_dim))
-    nn.init.uniform_(prompts, -val, val)
 
 
 def _window_attention(attn: Any, x: torch.Tensor, prompts: torch.Tensor, mask: Any) -> torch.Tensor:

@@ -37,7 +37,7 @@ from torch import nn
 from autopetl.backbones import family_of
 from autopetl.errors import ConfigError
 from autopetl.methods._prompting import READOUTS, PromptedModel, vpt_init_
-from autopetl.methods._swin_prompting import SwinPromptedModel, swin_blocks, swin_vpt_init_
+from autopetl.methods._swin_prompting import SwinPromptedModel, swin_blocks
 from autopetl.methods.base import Method, MethodConfig, PetlModel, head_params, make_head_tunable
 from autopetl.methods.registry import register_method
 
@@ -156,7 +156,7 @@ class SwinVPTModel(SwinPromptedModel):
                 self.rows[i] = (len(self.prompts), row)
             dim = blocks[mine[0]][1].dim
             tensor = torch.empty(len(mine), config.prompt_length, dim)
-            swin_vpt_init_(tensor, backbone)
+            vpt_init_(tensor, backbone, width=blocks[0][1].dim)  # as the official code
             self.prompts.append(nn.Parameter(tensor))
 
     def prompts_for(self, block: int) -> torch.Tensor | None:
