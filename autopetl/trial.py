@@ -33,6 +33,10 @@ TRAIN_PREFIX = ".train."
 # Tune carries a trial's Optuna trial number in its config, next to the flat configuration. The
 # number stays the same when a Tuner is restarted; Ray's trial ids do not.
 NUMBER_KEY = "trial_number"
+# ... and, in a multi-task run (several searches in one Tuner), the name of the search the trial
+# belongs to: the searcher, the scheduler, the recorder and the trainable route on it.
+SEARCH_KEY = "search"
+_BOOKKEEPING = (NUMBER_KEY, SEARCH_KEY)
 
 _BACKBONES: dict[str, VisionTransformer] = {}
 
@@ -76,9 +80,9 @@ class TrialConfig:
 
 def flat_of(config: dict[str, Any]) -> dict[str, Any]:
     """The flat configuration in a config that Tune or a result table holds: the trial number
-    left out, and the NaN that Ray's result tables put in a column a trial lacks. The Optuna
+    and the search name left out, and the NaN that Ray's result tables put in a column a trial lacks. The Optuna
     names stay as sampled (``linear.train.lr`` stays a method's own learning rate)."""
-    return {k: v for k, v in config.items() if k != NUMBER_KEY and not _unset(v)}
+    return {k: v for k, v in config.items() if k not in _BOOKKEEPING and not _unset(v)}
 
 
 def flat_key(config: dict[str, Any]) -> str:
@@ -94,6 +98,11 @@ def tune_config(flat: dict[str, Any], number: int) -> dict[str, Any]:
 def trial_number_of(config: dict[str, Any]) -> int:
     """The Optuna trial number in a config made by :func:`tune_config`."""
     return int(config[NUMBER_KEY])
+
+
+def search_of(config: dict[str, Any]) -> str:
+    """The search a Tune config belongs to (set by the multi-study searcher)."""
+    return str(config[SEARCH_KEY])
 
 
 def warmup_within(requested: float, epochs: int) -> float:
@@ -138,16 +147,25 @@ class TrialSetup:
 
 
 def cached_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
-    """The frozen backbone of this worker process, built on first use."""
+    """The frozen backbone of this worker process, built on first use.
+
+    Kept across tasks: a worker of a multi-task run takes trials of several tasks, and their
+    class counts differ only in the head, which every trial replaces anyway (pipeline.attach).
+    So a task with another class count gets a head of its size, not a new backbone.
+    """
     from autopetl.methods.io import rebuildable_backbone
 
-    key = json.dumps([spec.to_dict(), num_classes], sort_keys=True)
+    key = json.dumps(spec.to_dict(), sort_keys=True)
     if key not in _BACKBONES:
-        _BACKBONES.clear()  # one backbone per worker: a new search replaces the old one
+        _BACKBONES.clear()  # one backbone per worker: a new backbone replaces the old one
         # A random-init backbone comes from a fixed seed, so every worker of a search (and later
         # evaluate and serve) holds the same frozen weights, whatever its random state.
         _BACKBONES[key] = rebuildable_backbone(spec, num_classes)
-    return _BACKBONES[key]
+    backbone = _BACKBONES[key]
+    if backbone.num_classes != num_classes:
+        backbone.reset_classifier(num_classes)
+        backbone.requires_grad_(False)
+    return backbone
 
 
 def train_config_of(config: TrialConfig, setup: TrialSetup, device: str) -> TrainConfig:

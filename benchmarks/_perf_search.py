@@ -216,7 +216,7 @@ def optuna_storage_cost(trials: int = 64, parallel: int = 2) -> dict[str, Any]:
 
     import optuna
 
-    from autopetl.search.runner import make_sampler
+    from autopetl.search.samplers import make_sampler
     from autopetl.search.space import load_space, with_epochs
     from autopetl.search.study_storage import DriverStudyStorage
     from autopetl.store import open_store

@@ -179,12 +179,12 @@ def _record(key: str, acc: float, params: int):
 def test_the_summary_shows_each_point_of_the_front_once():
     from rich.console import Console
 
-    from autopetl.cli.search_cmd import _pareto_table
+    from autopetl.cli._search_view import pareto_table
     from autopetl.search.runner import SearchOutcome
 
     def render(front) -> str:
         console = Console(record=True, width=200)
-        console.print(_pareto_table(SearchOutcome("s", "completed", {}, front, 1.0, 1)))
+        console.print(pareto_table(SearchOutcome("s", "completed", {}, front, 1.0, 1)))
         return console.export_text()
 
     tied = [_record("1", 0.5, 100), _record("2", 0.5, 100), _record("3", 0.5, 100)]

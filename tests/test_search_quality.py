@@ -248,7 +248,8 @@ def test_a_grid_search_resumed_after_its_driver_died_trains_the_interrupted_conf
 ):
     import optuna
 
-    from autopetl.search.runner import _recover, make_sampler
+    from autopetl.search.runner import _recover
+    from autopetl.search.samplers import make_sampler
     from autopetl.store import open_store
 
     store = open_store(sqlite_url)
@@ -305,7 +306,7 @@ def test_the_search_quality_benchmark_reports_what_the_defaults_rest_on(tmp_path
 def test_the_grid_ignores_a_trial_that_failed_before_its_first_suggestion():
     import optuna
 
-    from autopetl.search.runner import make_sampler
+    from autopetl.search.samplers import make_sampler
 
     space = _grid_space()
     study = optuna.create_study(

@@ -8,7 +8,8 @@ from optuna.trial import TrialState
 
 from autopetl.backbones import SMOKE_BACKBONE
 from autopetl.pipeline import TaskData, load_task_data
-from autopetl.search.runner import SearchPlan, make_sampler, run_search
+from autopetl.search.runner import SearchPlan, run_search
+from autopetl.search.samplers import make_sampler
 from autopetl.search.space import load_space, parse_space
 from autopetl.store import open_store
 from autopetl.tasks import SplitData, get_task
@@ -267,7 +268,7 @@ def test_a_task_list_runs_one_search_per_task(ray_session, tmp_path, sqlite_url,
 def test_the_same_error_in_the_first_trials_stops_the_search(ray_session, tmp_path, sqlite_url):
     # Labels beyond the task's 2 classes: every trial raises the same IndexError, a mistake no
     # other configuration avoids. The search stops after 3, not after --max-failed (the budget).
-    from autopetl.search.recorder import REPEATED_FAILURES
+    from autopetl.search.multi_searcher import REPEATED_FAILURES
 
     data = _toy_task(64)
     data.train.labels[:] = 7
@@ -310,7 +311,9 @@ def test_a_resumed_search_is_the_same_search_and_continues_to_a_larger_budget(
     assert main([*base, "--budget", "2"]) == 0
     # Outside a terminal (here: captured) one line per finished trial, none wrapped or cut.
     lines = [
-        line for line in capsys.readouterr().err.splitlines() if line.startswith("again: trial")
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("again (vtab/dsprites_loc): trial")
     ]
     assert len(lines) == 2 and lines[-1].endswith(" s") and "finished 2/2" in lines[-1], lines
     # The budget is met: said, and nothing runs.
@@ -375,7 +378,7 @@ def test_a_second_driver_is_refused_before_it_touches_the_search(tmp_path, db_ur
     import sys
 
     from autopetl.errors import SearchConflictError
-    from autopetl.search.runner import open_search
+    from autopetl.search.plan import open_search
     from autopetl.store import driver_id
 
     store = open_store(db_url)

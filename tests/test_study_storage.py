@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from autopetl.errors import SearchConflictError
-from autopetl.search.runner import make_sampler
+from autopetl.search.samplers import make_sampler
 from autopetl.search.space import load_space, with_epochs
 from autopetl.search.study_storage import DriverStudyStorage
 from autopetl.store import open_store

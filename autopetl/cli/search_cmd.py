@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, field
-from itertools import groupby
 from typing import TYPE_CHECKING
 
-from rich.console import Group
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from autopetl.cli._console import console, err_console, interactive, status
 from autopetl.cli._options import (
@@ -23,7 +18,9 @@ from autopetl.cli._options import (
     float_in,
     int_in,
 )
-from autopetl.errors import ConfigError, SearchConflictError, error_line
+from autopetl.cli._search_checks import already_met, check_methods_apply
+from autopetl.cli._search_view import RunView, pareto_table, runs_table
+from autopetl.errors import ConfigError
 from autopetl.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Objective, parse_objectives
 from autopetl.precision import PRECISION_HELP, PRECISIONS
 from autopetl.search.defaults import (
@@ -38,12 +35,8 @@ from autopetl.search.defaults import (
 # Torch, Ray, Optuna and the store are imported by the functions that use them, so that
 # `autopetl search --help` and argument errors answer at once.
 if TYPE_CHECKING:
-    from autopetl.backbones import BackboneSpec
     from autopetl.search.recorder import TrialEvent
     from autopetl.search.runner import SearchOutcome, SearchPlan
-    from autopetl.search.space import SearchSpace
-    from autopetl.store import Store
-    from autopetl.tasks import TaskSpec
 
 SMOKE_EPOCHS = 2
 
@@ -159,36 +152,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _check_methods_apply(space: SearchSpace, spec: BackboneSpec, family: str) -> None:
-    """Refuse, before Ray starts, a space that asks the backbone for what it cannot run: a method
-    not written for its family, or an option value (a fixed value, a choice, an end of a range)
-    that its method refuses there (vpt's location add on a Swin). A refusal that only a
-    combination of values shows is left to each trial's attach, which says it in the same words.
-    """
-    from autopetl.methods.registry import build_method, methods_for, not_applicable
-    from autopetl.search.space import edge_values
-    from autopetl.trial import TRAIN_PREFIX
-
-    refused = [m for m in space.methods if not_applicable(m, family)]
-    if refused:
-        raise ConfigError(
-            f"space {space.name!r} searches {', '.join(refused)}, which do not apply to "
-            f"{spec.name} (a {family} backbone); on {family} the methods are "
-            f"{', '.join(methods_for(family))}: use --space {family} or a space of those"
-        )
-    for name, params in space.methods.items():
-        for param in params:
-            if TRAIN_PREFIX in param.name:
-                continue
-            for value in edge_values(param):
-                reason = build_method(name, {param.name.partition(".")[2]: value}).refuses(family)
-                if reason:
-                    raise ConfigError(
-                        f"space {space.name!r} has {param.name} {value}, which {spec.name} "
-                        f"cannot run: {reason}; use --space {family} or a space without it"
-                    )
-
-
 def _fractions(text: str) -> list[float]:
     from autopetl.tasks.scale import parse_fractions
 
@@ -198,94 +161,6 @@ def _fractions(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--train-fraction: ")) from None
 
 
-@dataclass
-class LiveView:
-    """The table a person watches: counts, best accuracy, Pareto size, the latest trials."""
-
-    name: str
-    budget: int
-    started: float = field(default_factory=time.perf_counter)
-    running: set[str] = field(default_factory=set)
-    counts: dict[str, int] = field(
-        default_factory=lambda: {"completed": 0, "pruned": 0, "failed": 0}
-    )
-    points: list[tuple[float, float]] = field(default_factory=list)
-    recent: list[TrialEvent] = field(default_factory=list)
-
-    @classmethod
-    def resuming(cls, name: str, budget: int, store: Store) -> LiveView:
-        """The view of search ``name``, counting what earlier runs of it finished."""
-        view = cls(name, budget)
-        for trial in store.trials(name) if store.get_search(name) else []:
-            if trial.status in view.counts:
-                view.counts[trial.status] += 1
-            if trial.status == "completed" and trial.val_acc is not None:
-                view.points.append((trial.val_acc, float(trial.tunable_params or 0)))
-        return view
-
-    def on_event(self, event: TrialEvent) -> None:
-        if event.kind == "started":
-            self.running.add(event.key)
-        elif event.kind in self.counts:
-            self.running.discard(event.key)
-            self.counts[event.kind] += 1
-            if (
-                event.kind == "completed"
-                and event.val_acc is not None
-                and event.tunable_params is not None
-            ):
-                self.points.append((event.val_acc, float(event.tunable_params)))
-            self.recent = [event, *self.recent][:6]
-
-    def progress(self) -> str:
-        done = self.counts["completed"] + self.counts["pruned"]
-        best = max((a for a, _ in self.points), default=None)
-        return (
-            f"finished {done}/{self.budget}, failed {self.counts['failed']}, "
-            + (f"best val {best:.1%}, " if best is not None else "")
-            + f"{time.perf_counter() - self.started:.0f} s"
-        )
-
-    def line(self, e: TrialEvent) -> str:
-        """One finished trial, for a log: what it was, what it reached, where the search is."""
-        what = f"trial {e.key} {e.method} {e.kind}"
-        if e.kind == "pruned" and e.epoch is not None:
-            what += f" after epoch {e.epoch}"
-        if e.val_acc is not None and e.kind != "failed":
-            what += f": val {e.val_acc:.1%}, {e.tunable_params or 0:,} params"
-        if e.kind == "failed":
-            what += f": {error_line(e.error)}"
-        return f"{self.name}: {what} | {self.progress()}"
-
-    def render(self) -> Group:
-        done = self.counts["completed"] + self.counts["pruned"]
-        best = max((a for a, _ in self.points), default=None)
-        from autopetl.store import non_dominated
-
-        front = non_dominated(self.points, self.points)
-        summary = Table.grid(padding=(0, 2))
-        summary.add_row(
-            Text(self.name, style="bold"),
-            f"finished {done}/{self.budget}",
-            f"running {len(self.running)}",
-            f"pruned {self.counts['pruned']}",
-            f"failed {self.counts['failed']}",
-            f"best val {best:.1%}" if best is not None else "best val -",
-            f"Pareto {len(front)}",
-            f"{time.perf_counter() - self.started:.0f} s",
-        )
-        recent = Table("trial", "method", "status", "val acc", "params", box=None)
-        for e in self.recent:
-            recent.add_row(
-                e.key,
-                e.method,
-                e.kind,
-                f"{e.val_acc:.1%}" if e.val_acc is not None else "-",
-                f"{e.tunable_params:,}" if e.tunable_params else "-",
-            )
-        return Group(summary, recent)
-
-
 def _objectives_arg(text: str) -> tuple[Objective, ...]:
     try:
         return parse_objectives(text)
@@ -293,53 +168,12 @@ def _objectives_arg(text: str) -> tuple[Objective, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _pareto_table(outcome: SearchOutcome, objectives: tuple[Objective, ...] | None = None) -> Table:
-    """The front, one row per point: trials tied on both objectives share a row.
-
-    Short searches tie often (several learning rates of one prompt length, all at chance), and a
-    summary that repeats one point twenty times hides the front; `autopetl trials --pareto` lists
-    every tied trial.
-    """
-    objectives = objectives or parse_objectives(DEFAULT_OBJECTIVES)
-    # The front is sorted by its costs, so trials tied on every objective are adjacent.
-    points = [
-        list(group)
-        for _, group in groupby(
-            outcome.pareto, key=lambda t: tuple(t.objective(o.name) for o in objectives)
-        )
-    ]
-    shown = ", ".join(f"{o.label} {o.direction}" for o in objectives)
-    table = Table(
-        title=f"Pareto front of {outcome.name} ({shown})",
-        caption=(
-            f"tied trials share a row; `autopetl trials --search {outcome.name} --pareto` lists them"
-            if len(points) < len(outcome.pareto)
-            else None
-        ),
-    )
-    for column in ("trial", "method", *(o.label for o in objectives), "config"):
-        table.add_column(column)
-    for first, *tied in points:
-        config = {k: v for k, v in first.config.items() if k not in ("method",)}
-        table.add_row(
-            first.trial_key + (f" (+{len(tied)} tied)" if tied else ""),
-            first.method or "-",
-            *(o.show(first.objective(o.name)) for o in objectives),
-            ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()),
-        )
-    return table
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
 def run(args: argparse.Namespace) -> int:
     from autopetl.backbones import family_of
     from autopetl.methods.io import rebuildable_backbone
     from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
     from autopetl.search.cluster import check_trial_fits, connect
-    from autopetl.search.runner import SearchPlan, run_search
+    from autopetl.search.runner import SearchPlan, run_searches
     from autopetl.search.space import load_space, with_epochs
     from autopetl.store import default_db_path, open_store
     from autopetl.tasks import resolve_tasks
@@ -394,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         name = base if len(tasks) == 1 else f"{base}-{task.folder}"
         name = name if len(specs) == 1 else f"{name}-{spec.name}"
         name = name if len(fractions) == 1 else f"{name}-frac{fraction:g}"
-        if _already_met(store, name, task, space, spec, args, fraction):
+        if already_met(store, name, task, space, spec, args, fraction):
             continue
         scale = "" if fraction is None else f", {fraction:g} of its training set"
         with status(f"preparing {task.name} at {spec.img_size}px{scale}"):
@@ -449,106 +283,83 @@ def run(args: argparse.Namespace) -> int:
     }.values():
         with status(f"checking {spec.name} ({spec.weights}) at {spec.img_size}px"):
             backbone = rebuildable_backbone(spec, tasks[0].num_classes)
-        _check_methods_apply(space, spec, family_of(backbone) or "")
+        check_methods_apply(space, spec, family_of(backbone) or "")
     with status("starting Ray"):
         connect(args.address, database_url=store.url)
         check_trial_fits(args.cpus_per_trial, args.gpus_per_trial)
-    failed = False
-    for plan in plans:
-        view = LiveView.resuming(plan.name, plan.budget, store)
-        if interactive():
-            with Live(
-                view.render(), console=err_console, refresh_per_second=4, transient=False
-            ) as live:
-
-                def on_event(event: TrialEvent, view: LiveView = view, live: Live = live) -> None:
-                    view.on_event(event)
-                    live.update(view.render())
-
-                outcome = run_search(plan, store, on_event)
-        else:  # a log: one line per finished trial, as it finishes
-            err_console.print(f"search {plan.name}: {view.progress()}", markup=False)
-
-            def log_event(event: TrialEvent, view: LiveView = view) -> None:
-                view.on_event(event)
-                if event.kind in view.counts:
-                    err_console.print(view.line(event), markup=False)
-
-            outcome = run_search(plan, store, log_event)
-        _summary(outcome, plan, args)
-        failed = failed or outcome.status != "completed"
-    return 1 if failed else 0
-
-
-def _already_met(
-    store: Store,
-    name: str,
-    task: TaskSpec,
-    space: SearchSpace,
-    spec: BackboneSpec,
-    args: argparse.Namespace,
-    fraction: float | None = None,
-) -> bool:
-    """Check a search being resumed before its data load or Ray: the same search, budget left."""
-    from autopetl.search.runner import conflict_message, resume_conflicts
-
-    existing = store.get_search(name)
-    if existing is None:
-        return False
-    conflicts = resume_conflicts(
-        existing,
-        task=task.name,
-        space=space,
-        backbone=spec,
-        smoke_test=args.smoke_test,
-        objectives=[o.name for o in args.objectives],
-        train_fraction=fraction,
-    )
-    if conflicts:
-        raise SearchConflictError(conflict_message(name, conflicts))
-    finished = sum(existing.trial_counts.get(s, 0) for s in ("completed", "pruned"))
-    if finished < args.budget:
-        return False
-    console.print(
-        f"search {name} already has {finished} finished trials, so a budget of "
-        f"{args.budget} is met: nothing to run (a larger --budget continues it)",
-        markup=False,
-    )
-    console.print(f"  autopetl trials --search {name} --pareto", markup=False)
-    return True
-
-
-def _summary(outcome: SearchOutcome, plan: SearchPlan, args: argparse.Namespace) -> None:
-    from autopetl.store import safe_url
-
-    c = outcome.counts
-    db = f" --db '{safe_url(args.db)}'" if args.db else ""
-    if outcome.pareto:
-        console.print(_pareto_table(outcome, args.objectives))
-    pruned = f"{c['pruned']} pruned" + (
-        f" (stopped early by {plan.scheduler})" if plan.scheduler != "none" else ""
-    )
-    console.print(
-        f"search {outcome.name} {outcome.status}: {c['completed']} completed, "
-        f"{pruned}, {c['failed']} failed, "
-        f"in {outcome.wall_time_s:.0f} s ({outcome.runs} Tuner run(s))",
-        markup=False,
-    )
-    if outcome.error:
-        console.print(f"error of the failed trials: {outcome.error}", markup=False)
-    if outcome.status != "completed":
-        console.print(
-            f"see every failed trial's error: autopetl trials --search {outcome.name} "
-            f"--status failed{db}",
+    # Every search of the command runs in one Tune run, on one set of workers.
+    view = RunView.resuming([(p.name, p.data.task.name, p.budget) for p in plans], store)
+    if len(plans) > 1:
+        err_console.print(
+            f"{len(plans)} searches in one run, {budget} trials each: "
+            + ", ".join(p.name for p in plans),
             markup=False,
         )
-        if not outcome.pareto:
-            return
+    if interactive():
+        with Live(view.render(), console=err_console, refresh_per_second=4) as live:
+
+            def on_event(event: TrialEvent) -> None:
+                view.on_event(event)
+                live.update(view.render())
+
+            outcomes = run_searches(plans, store, on_event)
+    else:  # a log: one line per finished trial, as it finishes
+        for plan in plans:
+            err_console.print(f"search {plan.name}: {view.progress(plan.name)}", markup=False)
+
+        def log_event(event: TrialEvent) -> None:
+            view.on_event(event)
+            if event.kind in ("completed", "pruned", "failed"):
+                err_console.print(view.line(event), markup=False)
+
+        outcomes = run_searches(plans, store, log_event)
+    _summary(outcomes, plans, args)
+    return 0 if all(o.status == "completed" for o in outcomes) else 1
+
+
+def _summary(
+    outcomes: list[SearchOutcome], plans: list[SearchPlan], args: argparse.Namespace
+) -> None:
+    """Each search's front and counts; with several, a table of them all; then what to run next."""
+    from autopetl.store import safe_url
+
+    db = f" --db '{safe_url(args.db)}'" if args.db else ""
+    for outcome, plan in zip(outcomes, plans, strict=True):
+        c = outcome.counts
+        if outcome.pareto:
+            console.print(pareto_table(outcome, args.objectives))
+        pruned = f"{c['pruned']} pruned" + (
+            f" (stopped early by {plan.scheduler})" if plan.scheduler != "none" else ""
+        )
+        console.print(
+            f"search {outcome.name} {outcome.status}: {c['completed']} completed, "
+            f"{pruned}, {c['failed']} failed, "
+            f"in {outcome.wall_time_s:.0f} s ({outcome.runs} Tuner run(s))",
+            markup=False,
+        )
+        if outcome.error:
+            console.print(f"error of the failed trials: {outcome.error}", markup=False)
+        if outcome.status != "completed":
+            console.print(
+                f"see every failed trial's error: autopetl trials --search {outcome.name} "
+                f"--status failed{db}",
+                markup=False,
+            )
+    if len(outcomes) > 1:
+        console.print(runs_table(outcomes, {p.name: p.data.task.name for p in plans}))
+    shown = [o for o in outcomes if o.pareto]
+    if not shown:
+        return
     console.print("next:")
-    for line in (
-        f"autopetl trials --search {outcome.name} --pareto{db}",
-        f"autopetl dashboard{db}",
-        f"autopetl evaluate --search {outcome.name} --pareto --seeds 3{db}",
-        f"autopetl serve --search {outcome.name}{db}",
-    ):
+    lines = [f"autopetl trials --search {o.name} --pareto{db}" for o in shown]
+    lines.append(f"autopetl dashboard{db}")
+    lines += [f"autopetl evaluate --search {o.name} --pareto --seeds 3{db}" for o in shown]
+    if len(shown) == 1:
+        lines.append(f"autopetl serve --search {shown[0].name}{db}")
+    else:  # once evaluated: every task's best on one shared backbone
+        tasks = dict.fromkeys(
+            p.data.task.name for p, o in zip(plans, outcomes, strict=True) if o.pareto
+        )
+        lines.append(f"autopetl serve --task {' '.join(tasks)}{db}")
+    for line in lines:
         console.print(f"  {line}", markup=False)

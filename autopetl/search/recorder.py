@@ -14,19 +14,13 @@ from typing import Any
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from ray.tune.stopper import Stopper
 
-from autopetl.errors import error_line
 from autopetl.recording import record_epoch, record_outcome
 from autopetl.search.searcher import finished_training
 from autopetl.store import Store
-from autopetl.trial import flat_of, trial_number_of
+from autopetl.trial import flat_of, search_of, trial_number_of
 
 log = logging.getLogger(__name__)
-
-# The first trials failing with one error this many times stop the search (a search whose every
-# trial fails should say so in seconds, not after --max-failed trials).
-REPEATED_FAILURES = 3
 
 
 def trial_key(config: dict[str, Any]) -> str:
@@ -38,6 +32,7 @@ class TrialEvent:
     """What a watcher (the CLI's live view) is told after each recorded event."""
 
     kind: str  # started, epoch, completed, pruned, failed
+    search: str  # the search the trial belongs to (one run may hold several)
     key: str
     method: str
     config: dict[str, Any]
@@ -50,39 +45,26 @@ class TrialEvent:
 
 @dataclass
 class StoreRecorder(Callback):
-    """Record every trial's config, status, epochs and cost; tell ``on_event`` as it happens."""
+    """Record every trial's config, status, epochs and cost; tell ``on_event`` as it happens.
+
+    One recorder serves every search of a run: each trial's config names its search
+    (:data:`autopetl.trial.SEARCH_KEY`), and its rows go to that search.
+    """
 
     store: Store
-    search_name: str
     on_event: Callable[[TrialEvent], None] | None = None
-    failures: int = 0  # trials failed while this recorder watched (read by FailureStopper)
-    finished: int = 0  # trials completed or pruned while it watched
-    # The exceptions of the trials that failed before any finished: the same one
-    # REPEATED_FAILURES times is a mistake every trial will make (a bug, a method the backbone
-    # cannot take). A diverged loss is not one: it is the configuration's (a too-high lr).
-    first_errors: list[str] = field(default_factory=list)
-    _attempts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def repeated_error(self) -> str | None:
-        """The one error the first trials all failed with, if REPEATED_FAILURES of them did."""
-        first = self.first_errors[:REPEATED_FAILURES]
-        if len(first) == REPEATED_FAILURES and len(set(first)) == 1:
-            return first[0]
-        return None
-
-    def _count(self, status: str, error: str | None, *, raised: bool) -> None:
-        if status != "failed":
-            self.finished += 1
-            return
-        self.failures += 1
-        if raised and not self.finished:
-            self.first_errors.append(error_line(error))
+    _attempts: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles its callbacks into the experiment state; the database connection and the
         # watcher stay with the driver (resume starts a new Tuner, see runner.py).
         return {**self.__dict__, "store": None, "on_event": None}
+
+    @staticmethod
+    def _identity(trial: Trial) -> tuple[str, str, str]:
+        """(search, trial key, method) of a Tune trial."""
+        config = trial.config
+        return search_of(config), trial_key(config), str(config["method"])
 
     def _emit(self, event: TrialEvent) -> None:
         if self.on_event is not None:
@@ -91,31 +73,30 @@ class StoreRecorder(Callback):
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        key = trial_key(trial.config)
-        method = str(trial.config["method"])  # no need to split the whole config
-        self._attempts.setdefault(key, 1)
+        search, key, method = self._identity(trial)
+        self._attempts.setdefault((search, key), 1)
         self.store.upsert_trial(
-            self.search_name,
+            search,
             key,
             number=trial_number_of(trial.config),
             method=method,
             config=flat_of(trial.config),
             status="running",
-            attempts=self._attempts[key],
+            attempts=self._attempts[search, key],
         )
-        self._emit(TrialEvent("started", key, method, trial.config))
+        self._emit(TrialEvent("started", search, key, method, trial.config))
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
         if result.get("error"):
             return  # a failed outcome, recorded by on_trial_complete
-        key = trial_key(trial.config)
-        record_epoch(self.store, self.search_name, key, result)
-        method = str(trial.config["method"])  # no need to split the whole config
+        search, key, method = self._identity(trial)
+        record_epoch(self.store, search, key, result)
         self._emit(
             TrialEvent(
                 "epoch",
+                search,
                 key,
                 method,
                 trial.config,
@@ -131,46 +112,38 @@ class StoreRecorder(Callback):
     ) -> None:
         result = trial.last_result or {}
         if result.get("error"):
-            # ``raised``: the trial's code raised (a repeated one stops the search); else its
-            # loss diverged, a property of that configuration alone.
-            raised = bool(result.get("raised"))
-            self._finish(trial, "failed", result, error=str(result["error"]), raised=raised)
+            self._finish(trial, "failed", result, error=str(result["error"]))
             return
         status = "completed" if finished_training(result) else "pruned"
-        self._finish(trial, status, result, error=None, raised=False)
+        self._finish(trial, status, result, error=None)
 
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Tune restarts the trial (its worker or node died); it resumes from its checkpoint."""
-        key = trial_key(trial.config)
-        self._attempts[key] = self._attempts.get(key, 1) + 1
+        search, key, _ = self._identity(trial)
+        self._attempts[search, key] = self._attempts.get((search, key), 1) + 1
         self.store.upsert_trial(
-            self.search_name,
+            search,
             key,
             status="running",
-            attempts=self._attempts[key],
+            attempts=self._attempts[search, key],
             error=_error_text(trial),
         )
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        self._finish(
-            trial, "failed", trial.last_result or {}, error=_error_text(trial), raised=True
-        )
+        self._finish(trial, "failed", trial.last_result or {}, error=_error_text(trial))
 
-    def _finish(
-        self, trial: Trial, status: str, result: dict, error: str | None, *, raised: bool
-    ) -> None:
-        self._count(status, error, raised=raised)
-        key = trial_key(trial.config)
-        method = str(trial.config["method"])  # no need to split the whole config
+    def _finish(self, trial: Trial, status: str, result: dict, error: str | None) -> None:
+        search, key, method = self._identity(trial)
         val_acc = result.get("val_acc")
-        record_outcome(self.store, self.search_name, key, status, result, error)
+        record_outcome(self.store, search, key, status, result, error)
         self._emit(
             TrialEvent(
                 status,
+                search,
                 key,
                 method,
                 trial.config,
@@ -180,21 +153,6 @@ class StoreRecorder(Callback):
                 error,
             )
         )
-
-
-class FailureStopper(Stopper):
-    """Stop the whole Tuner run once ``limit`` trials have failed (``--max-failed``), or once
-    the first trials have all failed with one error (:attr:`StoreRecorder.repeated_error`)."""
-
-    def __init__(self, recorder: StoreRecorder, limit: int) -> None:
-        self.recorder = recorder
-        self.limit = limit
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.recorder.failures >= self.limit or self.recorder.repeated_error is not None
 
 
 def _error_text(trial: Trial) -> str:

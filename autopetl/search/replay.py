@@ -9,7 +9,7 @@ simulated clock with ``workers`` parallel workers charges every epoch its record
 hundreds of trials replay in seconds, deterministically for a seed.
 
 The classes are those ``autopetl search`` runs: :class:`~autopetl.search.searcher.ParetoOptunaSearch`
-with a sampler from :func:`~autopetl.search.runner.make_sampler`, and a scheduler from
+with a sampler from :func:`~autopetl.search.samplers.make_sampler`, and a scheduler from
 :func:`~autopetl.search.schedulers.make_scheduler`. They are called in the order Ray Tune's
 ``TuneController`` calls them (the scheduler first, the searcher's ``on_trial_complete`` once a
 trial ends), with a plain record in place of Tune's ``Trial``: the schedulers read only its
@@ -318,7 +318,7 @@ def replay(
     random.seed(seed)
     np.random.seed(seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from autopetl.search.runner import make_sampler  # the runner imports Ray Tune's trainable
+    from autopetl.search.samplers import make_sampler
 
     searcher = ParetoOptunaSearch(
         space=table.space,

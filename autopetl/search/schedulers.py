@@ -23,6 +23,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from autopetl.errors import ConfigError
 from autopetl.search.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_REDUCTION_FACTOR, SCHEDULERS
+from autopetl.trial import search_of
 
 
 def nondominated_order(points: Sequence[Sequence[float]]) -> list[int]:
@@ -164,6 +165,48 @@ class MOASHAScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         sizes = ", ".join(f"{lv:g}: {len(r)}" for lv, r in sorted(self._rungs.items()))
         return f"Using MO-ASHA: num_stopped={self._num_stopped} (trials per rung {sizes})"
+
+
+class PerSearchScheduler(FIFOScheduler):
+    """One scheduler per search of a multi-task run, inside one Tuner.
+
+    Tune has one scheduler per Tuner; several searches share it in a multi-task run
+    (:mod:`autopetl.search.multi_searcher`). A trial is ranked at a rung only against trials of
+    its own search: each search has its own scheduler (its own MO-ASHA or ASHA rungs), and every
+    event is routed to it by the search name in the trial's config. Which pending trial runs
+    next stays FIFO: the searcher already chose the search when it created the trial.
+
+    Args:
+        schedulers: Each search's scheduler, by search name (from :func:`make_scheduler`).
+    """
+
+    def __init__(self, schedulers: dict[str, TrialScheduler]) -> None:
+        super().__init__()
+        self.schedulers = dict(schedulers)
+
+    def _of(self, trial: Any) -> TrialScheduler:
+        return self.schedulers[search_of(trial.config)]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True  # each search's scheduler was built with its metrics and modes
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "; ".join(f"{name}: {s.debug_string()}" for name, s in self.schedulers.items())
 
 
 def make_scheduler(

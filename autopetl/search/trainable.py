@@ -1,6 +1,8 @@
 """The Ray Tune trainable: one trial = one configuration trained on a worker.
 
-The task's tensors arrive once through Ray's object store (``tune.with_parameters``); the frozen
+Every task's tensors go to Ray's object store once, when the run starts; the trainable gets a
+reference per search (``tune.with_parameters``) and fetches its own search's only, keeping it
+while the worker's next trials belong to the same task (:func:`task_data`). The frozen
 backbone is built once per worker process and kept in :data:`_BACKBONES`, so with
 ``reuse_actors=True`` a worker's later trials reuse it: as it is for methods that only read it,
 as a copy for those that change it (``Method.changes_backbone``), and head-only trials share its
@@ -32,7 +34,7 @@ from autopetl.methods import build_method
 from autopetl.objectives import MEASURES, measure
 from autopetl.pipeline import TaskData, attach
 from autopetl.training import EpochMetrics, train
-from autopetl.trial import TrialConfig, TrialSetup, cached_backbone, train_config_of
+from autopetl.trial import TrialConfig, TrialSetup, cached_backbone, search_of, train_config_of
 
 # When this worker process had imported the trial code (torch, timm, Ray Tune: most of a worker's
 # start). Recorded with each trial, with the process id: trials that share a worker (Tune's
@@ -41,10 +43,30 @@ WORKER_READY_AT = time.time()
 # Head-only trials (linear, mlp) of this worker share the frozen features of its backbone.
 _FEATURES = FeatureCache()
 STATE_FILE = "trainer_state.pt"
+# The one task's data this worker holds: object reference (hex) -> the fetched splits.
+_DATA: dict[str, TaskData] = {}
 
 
-def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> None:
-    """Train one configuration and report every epoch to Ray Tune.
+def task_data(ref: ray.ObjectRef) -> TaskData:
+    """The splits behind ``ref``, fetched from the object store once per run of trials of one
+    task on this worker; a trial of another task replaces them, so a worker never holds more
+    than one task's tensors."""
+    key = ref.hex()
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = ray.get(ref)
+    return _DATA[key]
+
+
+def run_trial(
+    config: dict[str, Any],
+    *,
+    data: dict[str, ray.ObjectRef],
+    setups: dict[str, TrialSetup],
+) -> None:
+    """Train one configuration of search ``config[SEARCH_KEY]`` and report every epoch to Tune.
+
+    ``data`` and ``setups`` hold every search of the run, by name; the trial reads its own.
 
     An exception of the trial's own (a bad option, a bug, running out of memory) is reported as
     the trial's ``error``, with ``raised`` set and the traceback's last lines, instead of raised:
@@ -59,7 +81,8 @@ def run_trial(config: dict[str, Any], *, data: TaskData, setup: TrialSetup) -> N
         **dict.fromkeys(MEASURES),
     }
     try:
-        _train_trial(config, data=data, setup=setup, params=params)
+        search = search_of(config)
+        _train_trial(config, data=task_data(data[search]), setup=setups[search], params=params)
     except Exception as exc:
         if _device_broken(exc):
             raise  # the worker's CUDA context is unusable: Tune must replace the worker
