@@ -196,3 +196,22 @@ def test_the_summary_shows_each_point_of_the_front_once():
     assert "autopetl trials --search s --pareto" in text
     untied = render([_record("4", 0.7, 200), _record("5", 0.9, 300)])
     assert "tied" not in untied
+
+
+def test_a_relative_weights_path_reaches_the_workers_as_an_absolute_one(tmp_path, monkeypatch):
+    # Ray's workers run in folders of their own: `--weights ../w.safetensors` once made every
+    # trial of a search fail with "weights file ... does not exist" after the driver's check passed.
+    import argparse
+
+    from autopetl.cli._options import backbone_specs
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(
+        backbone="vit_small_patch14_dinov2,vit_tiny_patch16_224",
+        weights="../w.safetensors,hub",
+        img_size=28,
+        smoke_test=False,
+    )
+    specs = backbone_specs(args)
+    assert specs[0].weights == str(tmp_path.parent / "w.safetensors")
+    assert specs[1].weights == "hub"

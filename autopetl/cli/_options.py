@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,12 @@ def _spec(args: argparse.Namespace, backbone: str | None, weights: str | None) -
         raise ConfigError(f"--img-size must be at least 8 pixels, got {img_size}")
     # The smoke model's overrides only make sense for the smoke model itself.
     overrides = base.overrides if name == base.name else {}
-    return BackboneSpec(
-        name=name, weights=weights or base.weights, img_size=img_size, overrides=overrides
-    )
+    weights = weights or base.weights
+    if weights not in ("hub", "none"):
+        # A local file, made absolute: Ray's workers run in folders of their own, where a path
+        # relative to the user's folder names nothing (every trial failed on it).
+        weights = os.path.abspath(Path(weights).expanduser())
+    return BackboneSpec(name=name, weights=weights, img_size=img_size, overrides=overrides)
 
 
 def write_text(text: str, output: Path | None) -> None:
