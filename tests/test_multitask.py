@@ -262,3 +262,46 @@ def test_both_tasks_run_at_once_on_a_three_node_cluster_with_fake_gpus(tmp_path,
     # Trials of both tasks ran at the same time, on both worker nodes.
     assert any(a["start"] < b["end"] and b["start"] < a["end"] for a in loc for b in ori)
     assert len({t["node"] for t in loc + ori}) == 2
+
+
+def test_the_live_view_has_a_row_per_search_and_a_log_line_names_the_task() -> None:
+    from rich.console import Console
+
+    from autopetl.cli._search_view import RunView, SearchRow
+    from autopetl.search.recorder import TrialEvent
+
+    view = RunView(
+        {
+            "s-loc": SearchRow("s-loc", "vtab/dsprites_loc", 2),
+            "s-ori": SearchRow("s-ori", "vtab/dsprites_ori", 2),
+        }
+    )
+    config = {"method": "lora"}
+    events = [
+        TrialEvent("started", "s-loc", "0", "lora", config),
+        TrialEvent("started", "s-ori", "0", "lora", config),
+        TrialEvent("started", "s-loc", "1", "vpt", config),
+        TrialEvent("completed", "s-loc", "0", "lora", config, 0.61, 1000, 3),
+        TrialEvent("pruned", "s-ori", "0", "lora", config, 0.2, 1000, 1),
+        TrialEvent("failed", "s-loc", "1", "vpt", config, error="Traceback\nValueError: bad"),
+    ]
+    for event in events:
+        view.on_event(event)
+    console = Console(record=True, width=200)
+    console.print(view.render())
+    rows = {line.split()[0]: line.split() for line in console.export_text().splitlines()[:4]}
+    # search, task, state, finished, running, stopped early, failed, best val, front
+    assert rows["s-loc"][1:9] == [
+        "vtab/dsprites_loc",
+        "waiting",
+        "1/2",
+        "0",
+        "0",
+        "1",
+        "61.0%",
+        "1",
+    ]
+    assert rows["s-ori"][1:9] == ["vtab/dsprites_ori", "waiting", "1/2", "0", "1", "0", "-", "0"]
+    line = view.line(events[-1])
+    assert line.startswith("s-loc (vtab/dsprites_loc): trial 1 vpt failed: ValueError: bad")
+    assert line.endswith("| run 2/4")
