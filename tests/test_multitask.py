@@ -305,3 +305,20 @@ def test_the_live_view_has_a_row_per_search_and_a_log_line_names_the_task() -> N
     line = view.line(events[-1])
     assert line.startswith("s-loc (vtab/dsprites_loc): trial 1 vpt failed: ValueError: bad")
     assert line.endswith("| run 2/4")
+
+
+def test_a_worker_fetches_and_holds_only_its_own_tasks_data(ray_session) -> None:
+    import ray
+
+    from autopetl.search import trainable
+    from tests.test_search_run import _toy_task
+
+    loc, ori = _toy_task(32), _toy_task(48)
+    refs = {"loc": ray.put(loc), "ori": ray.put(ori)}
+    trainable._DATA.clear()
+    first = trainable.task_data(refs["loc"])
+    assert len(first.train) == 32 and list(trainable._DATA) == [refs["loc"].hex()]
+    assert trainable.task_data(refs["loc"]) is first  # the next trial of the task: no new fetch
+    second = trainable.task_data(refs["ori"])
+    assert len(second.train) == 48 and list(trainable._DATA) == [refs["ori"].hex()]
+    trainable._DATA.clear()
