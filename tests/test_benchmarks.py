@@ -67,3 +67,16 @@ def test_perf_search_section_splits_the_overhead_of_real_searches(tmp_path):
     assert search["runs"][0]["warm_workers"] == 0 and ablation["cold"]["warm_workers"] == 0
     assert 1 <= ablation["sessions"] <= 3
     assert "workers warm / cold" in out.with_suffix(".md").read_text()
+
+
+def test_multitask_smoke_run_reports_busy_shares_and_makespans_per_worker_count(tmp_path):
+    out = tmp_path / "multitask.json"
+    command = [sys.executable, "benchmarks/multitask.py", "--smoke-test", "--out", str(out)]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["complete"] and out.with_suffix(".png").is_file()
+    for key in ("busy_share_shared", "busy_share_sequential", "makespan_sequential_over_shared"):
+        assert set(report[key]) == {"2", "4"}, key
+    assert all(0 < v <= 1 for v in report["busy_share_shared"].values())
+    assert "W4 shared" in report["constant_liar"]

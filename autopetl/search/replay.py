@@ -62,6 +62,16 @@ class Curve:
     def epochs(self) -> int:
         return len(self.val_acc)
 
+    def result(self, epoch: int) -> dict[str, Any]:
+        """What the trainable reports to Tune after ``epoch`` (1-based) of this curve."""
+        return {
+            "training_iteration": epoch,
+            "epoch": epoch,
+            "epochs": self.epochs,
+            "val_acc": self.val_acc[epoch - 1],
+            "tunable_params": self.tunable_params,
+        }
+
 
 @dataclass
 class CurveTable:
@@ -362,13 +372,7 @@ def replay(
         if spent + epoch_cost > max_compute:
             break  # the budget ends during this epoch: nothing more is learnt
         now, spent = end, spent + epoch_cost
-        result = {
-            "training_iteration": epoch,
-            "epoch": epoch,
-            "epochs": curve.epochs,
-            "val_acc": curve.val_acc[epoch - 1],
-            "tunable_params": curve.tunable_params,
-        }
+        result = curve.result(epoch)
         decision = scheduler.on_trial_result(None, _Trial(trial_id), result)  # type: ignore[arg-type]
         if epoch < curve.epochs and decision != TrialScheduler.STOP:
             heapq.heappush(events, (now + curve.seconds[epoch], order, trial_id, epoch + 1))
