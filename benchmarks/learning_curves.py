@@ -52,6 +52,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--db", default=f"sqlite:///{DB}")
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="record: what trials train in (auto: bf16 where the CPU has bf16 units; the "
+        "dsprites_loc table is fp32, the dsprites_ori one bf16, and their seconds differ ~3x)",
+    )
+    parser.add_argument(
         "--methods",
         default="",
         help="export also a sub-table of these methods of default_grid (comma-separated), "
@@ -96,6 +103,8 @@ def record(args: argparse.Namespace) -> int:
         "1",
         "--max-concurrent",
         str(args.max_concurrent),
+        "--precision",
+        args.precision,
         "--seed",
         "0",
         "--name",
@@ -145,6 +154,16 @@ def export(args: argparse.Namespace) -> int:
     if not tables:
         print(f"error: no table recorded in {args.db}; run `record` first")
         return 2
+    # What the trials trained in (precision auto resolves per machine: bf16 on CPUs with bf16
+    # units, fp32 elsewhere), which sets their seconds: tables of two machines differ by ~3x.
+    precisions = sorted(
+        {
+            str(t.cost.get("precision"))
+            for space in TABLE_SPACES
+            if store.get_search(search_name(args.task, args.img_size, space)) is not None
+            for t in store.trials(search_name(args.task, args.img_size, space), status="completed")
+        }
+    )
     meta = {
         "task": args.task,
         "img_size": args.img_size,
@@ -153,8 +172,10 @@ def export(args: argparse.Namespace) -> int:
         "weights": args.weights.name,
         "machine": f"{platform.machine()} CPU, 1 torch thread per trial, "
         f"{args.max_concurrent} trials at a time",
+        "precision": ",".join(precisions),
         "exported": time.strftime("%Y-%m-%d %H:%M"),
-        "command": "python benchmarks/learning_curves.py record [--space vpt_paper]",
+        "command": "python benchmarks/learning_curves.py record [--space vpt_paper]"
+        + ("" if args.task == "vtab/dsprites_loc" else f" --task {args.task}"),
     }
     save_tables(args.out, tables, meta)
     for space, table in tables.items():
