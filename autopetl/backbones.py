@@ -100,6 +100,17 @@ def family_of(model: torch.nn.Module) -> str | None:
     return None
 
 
+def check_weights_file(weights: str) -> None:
+    """Refuse a local weights file that is not there (hub and none name no file). Light: the CLI
+    asks it before importing torch, so the mistake is one line at once."""
+    path = Path(weights).expanduser()
+    if weights not in ("hub", "none") and not path.is_file():
+        raise WeightsError(
+            f"weights file {path} does not exist; pass --weights PATH to a "
+            f"timm checkpoint, --weights hub, or --weights none"
+        )
+
+
 def build_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
     """Build a timm ViT with a fresh ``num_classes`` head and every parameter frozen.
 
@@ -119,11 +130,7 @@ def build_backbone(spec: BackboneSpec, num_classes: int) -> VisionTransformer:
     kwargs: dict[str, Any] = dict(num_classes=num_classes, img_size=spec.img_size, **spec.overrides)
     weights = spec.weights
     path = Path(weights).expanduser()
-    if weights not in ("hub", "none") and not path.is_file():
-        raise WeightsError(
-            f"weights file {path} does not exist; pass --weights PATH to a "
-            f"timm checkpoint, --weights hub, or --weights none"
-        )
+    check_weights_file(weights)
     if weights == "none":
         log.warning(
             "backbone %s uses RANDOM weights (--weights none): results mean nothing "

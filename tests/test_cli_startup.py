@@ -43,6 +43,12 @@ def _run(argv: list[str]) -> dict:
         (["search", "--task", "vtab/dsprites_loc", "--budget", "x"], 2),
         (["train", "--task", "vtab/dsprites_loc", "--epochs"], 2),
         (["train", "--task", "vtab/nope"], 2),  # an unknown task, found before torch loads
+        # search's mistakes in names and paths, found before torch, Ray or a database load
+        (["search", "--task", "vtab/nope"], 2),
+        (["search", "--task", "vtab/dsprites_loc,vtab/nope"], 2),
+        (["search", "--task", "vtab/dsprites_loc", "--space", "nosuchspace"], 2),
+        (["search", "--task", "vtab/dsprites_loc", "--weights", "/no/such.safetensors"], 2),
+        (["search", "--task", "vtab/dsprites_loc", "--resume"], 2),
         (["evaluate"], 2),
         (["serve", "--help"], 0),
         (["dashboard", "--help"], 0),
@@ -52,3 +58,15 @@ def _run(argv: list[str]) -> dict:
 def test_the_command_line_answers_without_loading_the_heavy_libraries(argv, code):
     result = _run(argv)
     assert result == {"code": code, "heavy": []}, result
+
+
+def test_a_search_refused_for_a_missing_weights_file_writes_no_database(tmp_path, capsys):
+    from autopetl.cli import main
+
+    db = tmp_path / "never.db"
+    args = ["search", "--task", "vtab/dsprites_loc", "--budget", "4", "--db", f"sqlite:///{db}"]
+    assert main([*args, "--weights", str(tmp_path / "no.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # The one line, and it comes first: no "budget below 16" note before it.
+    assert len(err) == 1 and "no.safetensors does not exist" in err[0], err
+    assert not db.exists()

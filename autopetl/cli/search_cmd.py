@@ -35,8 +35,10 @@ from autopetl.search.defaults import (
 # Torch, Ray, Optuna and the store are imported by the functions that use them, so that
 # `autopetl search --help` and argument errors answer at once.
 if TYPE_CHECKING:
+    from autopetl.backbones import BackboneSpec
     from autopetl.search.recorder import TrialEvent
     from autopetl.search.runner import SearchOutcome, SearchPlan
+    from autopetl.tasks import TaskSpec
 
 SMOKE_EPOCHS = 2
 
@@ -169,6 +171,25 @@ def _objectives_arg(text: str) -> tuple[Objective, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autopetl.backbones import check_weights_file
+    from autopetl.search.space_files import resolve_space_path
+    from autopetl.tasks import resolve_tasks
+
+    # The mistakes that need no torch, Ray or database are found first, in well under a second,
+    # and leave nothing behind: a task, a space file, --resume without --name, a weights file.
+    tasks = resolve_tasks(args.task)
+    resolve_space_path(args.space)
+    if args.resume and not args.name:
+        raise ConfigError(
+            "--resume needs --name NAME of the search to continue (`autopetl searches` lists them)"
+        )
+    specs = backbone_specs(args)
+    for spec in specs:
+        check_weights_file(spec.weights)
+    return _run_checked(args, tasks, specs)
+
+
+def _run_checked(args: argparse.Namespace, tasks: list[TaskSpec], specs: list[BackboneSpec]) -> int:
     from autopetl.backbones import family_of
     from autopetl.methods.io import rebuildable_backbone
     from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
@@ -176,18 +197,12 @@ def run(args: argparse.Namespace) -> int:
     from autopetl.search.runner import SearchPlan, run_searches
     from autopetl.search.space import load_space, with_epochs
     from autopetl.store import default_db_path, open_store
-    from autopetl.tasks import resolve_tasks
     from autopetl.tasks.scale import fraction_label
 
-    tasks = resolve_tasks(args.task)
     space = load_space(args.space)
     epochs = args.epochs if args.epochs is not None else (SMOKE_EPOCHS if args.smoke_test else None)
     if epochs is not None:  # argparse checked --epochs and --budget (_options.int_in)
         space = with_epochs(space, epochs)
-    if args.resume and not args.name:
-        raise ConfigError(
-            "--resume needs --name NAME of the search to continue (`autopetl searches` lists them)"
-        )
     sampler = args.sampler or space.sampler
     budget = args.budget
     if sampler == "grid":
@@ -205,7 +220,6 @@ def run(args: argparse.Namespace) -> int:
             "(docs/SEARCH.md): expect a sparse front",
             markup=False,
         )
-    specs = backbone_specs(args)
     fractions: list[float | None] = list(args.train_fraction or [None])
     if args.train_fraction:
         from autopetl.tasks.scale import check_scalable

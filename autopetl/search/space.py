@@ -20,7 +20,6 @@ hyper-parameters. A trial's config holds only the parameters its method uses.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import math
 import re
@@ -30,29 +29,15 @@ from typing import Any
 
 import yaml
 
-from autopetl.errors import AutopetlError, ConfigError
+from autopetl.errors import ConfigError
 from autopetl.methods import METHODS, get_method
 from autopetl.search.defaults import SAMPLERS
+from autopetl.search.space_files import SPACES_DIR as SPACES_DIR  # re-exported: the built-in spaces
+from autopetl.search.space_files import SpaceError, resolve_space_path
 from autopetl.training import TrainConfig
 from autopetl.trial import TRAIN_KEYS, TRAIN_PREFIX, tune_config
 
-
-def _builtin_spaces_dir() -> Path:
-    """The built-in spaces: the repository's search_spaces/, installed as autopetl.search_spaces
-    (pyproject.toml maps it), so a wheel finds them too; a source tree on PYTHONPATH has no such
-    package, and its search_spaces/ sits beside autopetl/."""
-    spec = importlib.util.find_spec("autopetl.search_spaces")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parents[2] / "search_spaces"
-
-
-SPACES_DIR = _builtin_spaces_dir()
 _DIST_TYPES = ("float", "int", "categorical")
-
-
-class SpaceError(AutopetlError):
-    """A search-space file that cannot be used; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -144,18 +129,6 @@ class SearchSpace:
                     {"method": method, **{p.name: v for p, v in zip(params, values, strict=True)}}
                 )
         return out
-
-
-def resolve_space_path(space: str | Path) -> Path:
-    """A path to a YAML file, or the name of a file in search_spaces/ (``default``)."""
-    path = Path(space)
-    if path.is_file():
-        return path
-    named = SPACES_DIR / f"{space}.yaml"
-    if named.is_file():
-        return named
-    known = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))) or "none found"
-    raise SpaceError(f"search space {str(space)!r} not found: give a YAML file or one of: {known}")
 
 
 # A space is a page of YAML; anything far larger is a mistake or an attack (billion laughs).
