@@ -70,3 +70,18 @@ def test_a_search_refused_for_a_missing_weights_file_writes_no_database(tmp_path
     # The one line, and it comes first: no "budget below 16" note before it.
     assert len(err) == 1 and "no.safetensors does not exist" in err[0], err
     assert not db.exists()
+
+
+def test_evaluate_of_a_search_that_is_not_there_loads_neither_torch_nor_ray(tmp_path):
+    from autopetl.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    open_store(url).upsert_search(
+        "real", "vtab/dsprites_loc", "default", {}, {}, status="completed"
+    )
+    probe = _PROBE.format(
+        argv=["evaluate", "--search", "nosuch", "--db", url], heavy=("torch", "ray")
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": 2, "heavy": []}, out.stderr
+    assert "no search named 'nosuch'" in out.stderr

@@ -120,13 +120,7 @@ def results_table(search: str, results: list[ConfigurationResult]) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     from autopetl.errors import ConfigError
-    from autopetl.evaluation import (
-        configuration_results,
-        evaluate_jobs,
-        plan_evaluation,
-        select_configurations,
-    )
-    from autopetl.store import open_store, safe_url
+    from autopetl.store import StoreError, open_store, safe_url
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
@@ -140,6 +134,17 @@ def run(args: argparse.Namespace) -> int:
         else "pareto"
     )
     with open_store(args.db, create=False) as store:
+        # A name that is not there is said before torch loads (the evaluation package imports
+        # the training pipeline): one line in well under a second.
+        if store.get_search(args.search) is None:
+            raise StoreError(f"no search named {args.search!r}; `autopetl searches` lists them")
+        from autopetl.evaluation import (
+            configuration_results,
+            evaluate_jobs,
+            plan_evaluation,
+            select_configurations,
+        )
+
         # Every check (search, trials, options) before Ray starts or anything is written.
         trials = select_configurations(store, args.search, selection, args.trial)
         task = store.get_search(args.search).task  # type: ignore[union-attr]
