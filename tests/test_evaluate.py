@@ -91,8 +91,13 @@ def test_evaluate_pareto_three_seeds_then_report(search_db, tmp_path, capsys):
     artifacts = tmp_path / "artifacts"
     argv = ["evaluate", "--search", SEARCH, "--pareto", "--seeds", "3", "--smoke-test"]
     assert main([*argv, "--db", search_db, "--artifacts", str(artifacts)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "±" in out and "test accuracy of ev" in out
+    # Outside a terminal (captured here) one line per finished run, as it finishes.
+    runs_said = [line for line in captured.err.splitlines() if line.startswith("run ")]
+    assert len(runs_said) == 3 * len(front) and runs_said[-1].startswith(f"run {len(runs_said)}/")
+    assert all(": test " in line for line in runs_said), runs_said
 
     evaluations = store.evaluations(SEARCH)
     assert len(evaluations) == 3 * len(front)

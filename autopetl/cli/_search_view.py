@@ -130,6 +130,17 @@ class RunView:
             run = f" | run {done}/{total}"
         return f"{e.search} ({row.task}): {what} | {self.progress(e.search)}{run}"
 
+    def epoch_line(self, e: TrialEvent) -> str | None:
+        """A running trial's epoch, for a log (so a log is never silent while trials train);
+        None for its last epoch, which the trial's finished line reports."""
+        row = self.rows.get(e.search)
+        epochs = e.config.get("epochs")
+        if row is None or e.epoch is None or (epochs is not None and e.epoch >= int(epochs)):
+            return None
+        of = f"/{int(epochs)}" if epochs is not None else ""
+        acc = f": val {e.val_acc:.1%}" if e.val_acc is not None else ""
+        return f"{e.search} ({row.task}): trial {e.key} {e.method} epoch {e.epoch}{of}{acc}"
+
     def render(self) -> Group:
         table = Table(
             "search", "task", "state", "finished", "running", "stopped early", "failed",

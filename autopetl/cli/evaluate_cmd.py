@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autopetl.cli._console import console, err_console, status
+from autopetl.cli._console import console, err_console, interactive, status
 from autopetl.cli._options import add_data_options
 from autopetl.cli.store_cmd import add_db_option
 from autopetl.precision import PRECISION_HELP, PRECISIONS
@@ -173,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
             + (" (smoke test)" if jobs[0].smoke_test else "")
         )
         failures: list[EvaluationRun] = []
+        # In a terminal a progress bar; in a log (rich's bar would write nothing until the end)
+        # one line per finished run, as it finishes.
+        live = interactive()
         progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -180,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
             TimeElapsedColumn(),
             console=err_console,
         )
-        with progress:
+        done = [0]
+        with progress if live else contextlib.nullcontext():
             bar = progress.add_task("runs", total=len(jobs))
 
             def on_result(run: EvaluationRun) -> None:
@@ -190,8 +195,12 @@ def run(args: argparse.Namespace) -> int:
                     line = f"trial {job.trial_key} seed {job.seed}: failed ({run.error})"
                 else:
                     line = f"trial {job.trial_key} seed {job.seed}: test {_pct(run.test_acc or 0)}%"
-                progress.console.print(line)
-                progress.advance(bar)
+                done[0] += 1
+                if live:
+                    progress.console.print(line)
+                    progress.advance(bar)
+                else:
+                    err_console.print(f"run {done[0]}/{len(jobs)}: {line}", markup=False)
 
             evaluate_jobs(store, jobs, use_ray=use_ray, on_result=on_result)
         results = configuration_results(store, args.search, [t.trial_key for t in trials])

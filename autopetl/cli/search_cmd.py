@@ -325,6 +325,8 @@ def _run_checked(args: argparse.Namespace, tasks: list[TaskSpec], specs: list[Ba
             view.on_event(event)
             if event.kind in ("completed", "pruned", "failed"):
                 err_console.print(view.line(event), markup=False)
+            elif event.kind == "epoch" and (line := view.epoch_line(event)) is not None:
+                err_console.print(line, markup=False)
 
         outcomes = run_searches(plans, store, log_event)
     _summary(outcomes, plans, args)
