@@ -218,3 +218,18 @@ def test_markup_in_a_name_is_printed_as_it_is(tmp_path: Path, capsys, name: str)
     for command in (["searches"], ["trials", "--search", name]):
         assert main([*command, "--db", db]) == 0
         assert name in capsys.readouterr().out
+
+
+def test_searches_counts_trials_stopped_early_as_finished(tmp_path: Path, capsys) -> None:
+    # A search that finished 12 of 12 (11 completed, 1 stopped early) once read "trials 11/12".
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    with open_store(db) as store:
+        store.upsert_search("twelve", "vtab/dsprites_loc", "default", {}, {}, status="completed")
+        store.upsert_search("twelve", "vtab/dsprites_loc", "default", {}, {}, budget=12)
+        for key in range(13):
+            status = "pruned" if key == 11 else "failed" if key == 12 else "completed"
+            store.upsert_trial("twelve", str(key), number=key, method="linear", status=status)
+    assert main(["searches", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "12/12 (1 stopped early, 1 failed)" in out, out
+    assert "finished / budget" in out

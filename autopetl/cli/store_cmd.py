@@ -169,6 +169,18 @@ def search_export_dict(search: SearchRecord) -> dict[str, Any]:
     }
 
 
+def _finished_cell(counts: dict[str, int], budget: int) -> str:
+    """A search's progress as its budget counts it: finished trials (completed or stopped early)
+    of the budget, with those stopped early, failed and running said apart."""
+    finished = counts.get("completed", 0) + counts.get("pruned", 0)
+    apart = [
+        f"{counts[k]} {label}"
+        for k, label in (("pruned", "stopped early"), ("failed", "failed"), ("running", "running"))
+        if counts.get(k)
+    ]
+    return f"{finished}/{budget}" + (f" ({', '.join(apart)})" if apart else "")
+
+
 def run_searches(args: argparse.Namespace) -> int:
     from autopetl.backbones import describe
     from autopetl.store import open_store
@@ -191,7 +203,7 @@ def run_searches(args: argparse.Namespace) -> int:
         table = Table(title=f"searches in {url}")
         for column in ("name", "task (space)", "backbone (weights, input)", "status"):
             table.add_column(column, overflow="fold")
-        for column in ("trials", "best val", "created"):
+        for column in ("finished / budget", "best val", "created"):
             table.add_column(column, no_wrap=True, justify="right")
         for s in searches:
             counts = s.trial_counts
@@ -200,7 +212,7 @@ def run_searches(args: argparse.Namespace) -> int:
                 f"{s.task} ({s.space_name})",
                 describe(s.backbone),
                 s.status,
-                f"{counts.get('completed', 0)}/{sum(counts.values())}",
+                _finished_cell(counts, s.budget),
                 _pct(s.best_val_acc),
                 _when(s.created_at),
             )
