@@ -169,7 +169,7 @@ def search_export_dict(search: SearchRecord) -> dict[str, Any]:
     }
 
 
-def _finished_cell(counts: dict[str, int], budget: int) -> str:
+def _finished_cell(counts: dict[str, int], budget: int | None) -> str:
     """A search's progress as its budget counts it: finished trials (completed or stopped early)
     of the budget, with those stopped early, failed and running said apart."""
     finished = counts.get("completed", 0) + counts.get("pruned", 0)
@@ -178,7 +178,8 @@ def _finished_cell(counts: dict[str, int], budget: int) -> str:
         for k, label in (("pruned", "stopped early"), ("failed", "failed"), ("running", "running"))
         if counts.get(k)
     ]
-    return f"{finished}/{budget}" + (f" ({', '.join(apart)})" if apart else "")
+    of = f"/{budget}" if budget is not None else ""  # a search an older autopetl wrote
+    return f"{finished}{of}" + (f" ({', '.join(apart)})" if apart else "")
 
 
 def run_searches(args: argparse.Namespace) -> int:
