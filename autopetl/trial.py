@@ -80,8 +80,9 @@ class TrialConfig:
 
 def flat_of(config: dict[str, Any]) -> dict[str, Any]:
     """The flat configuration in a config that Tune or a result table holds: the trial number
-    and the search name left out, and the NaN that Ray's result tables put in a column a trial lacks. The Optuna
-    names stay as sampled (``linear.train.lr`` stays a method's own learning rate)."""
+    and the search name left out, and the NaN that Ray's result tables put in a column a trial
+    lacks. The Optuna names stay as sampled (``linear.train.lr`` stays a method's own learning
+    rate)."""
     return {k: v for k, v in config.items() if k not in _BOOKKEEPING and not _unset(v)}
 
 

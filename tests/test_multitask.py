@@ -192,12 +192,24 @@ def test_a_second_driver_on_any_search_of_a_run_is_refused(tmp_path, sqlite_url)
     from tests.multitask_scenario import plans
 
     store = open_store(sqlite_url)
-    first, second = plans(str(tmp_path), {"a": 2, "b": 2}), plans(str(tmp_path), {"c": 2, "b": 2})
+    first = plans(str(tmp_path), {"a": 2, "b": 2})
     open_searches(store, first, "host:1:first")
+    before = store.get_search("a")
+    # d (new) comes first in the command, b is held by the first driver, a would be resumed
+    # with a larger budget: the run is refused before d is created or a is changed.
+    second = plans(str(tmp_path), {"d": 2, "b": 2, "a": 5})
     with pytest.raises(SearchConflictError, match="search 'b' is being run by another driver"):
         open_searches(store, second, driver_id())
-    # All or nothing: the lease on c, taken before b refused, was given back.
-    assert store.take_driver_lease("c", "host:2:third", 30.0) is None
+    assert store.get_search("d") is None
+    after = store.get_search("a")
+    assert (after.budget, after.status, after.updated_at) == (2, before.status, before.updated_at)
+    # All or nothing: a lease taken before b refused is given back (the first driver's stays).
+    third = plans(str(tmp_path), {"c": 2, "b": 2})
+    open_searches(store, third[:1], "host:2:other")
+    store.release_driver_lease("c", "host:2:other")
+    with pytest.raises(SearchConflictError, match="search 'b'"):
+        open_searches(store, third, driver_id())
+    assert store.take_driver_lease("c", "host:3:third", 30.0) is None
 
 
 def _scenario(kind: str, db: str, storage: str) -> subprocess.Popen:

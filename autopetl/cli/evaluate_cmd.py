@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args.db, create=False) as store:
         # A name that is not there is said before torch loads (the evaluation package imports
         # the training pipeline): one line in well under a second.
-        if store.get_search(args.search) is None:
+        search = store.get_search(args.search)
+        if search is None:
             raise StoreError(f"no search named {args.search!r}; `autopetl searches` lists them")
         from autopetl.evaluation import (
             configuration_results,
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
         # Every check (search, trials, options) before Ray starts or anything is written.
         trials = select_configurations(store, args.search, selection, args.trial)
-        task = store.get_search(args.search).task  # type: ignore[union-attr]
+        task = search.task
         jobs = plan_evaluation(
             store,
             args.search,
@@ -184,23 +185,24 @@ def run(args: argparse.Namespace) -> int:
             TimeElapsedColumn(),
             console=err_console,
         )
-        done = [0]
+        done = 0
         with progress if live else contextlib.nullcontext():
             bar = progress.add_task("runs", total=len(jobs))
 
             def on_result(run: EvaluationRun) -> None:
+                nonlocal done
                 job = run.job
                 if run.error is not None:
                     failures.append(run)
                     line = f"trial {job.trial_key} seed {job.seed}: failed ({run.error})"
                 else:
                     line = f"trial {job.trial_key} seed {job.seed}: test {_pct(run.test_acc or 0)}%"
-                done[0] += 1
+                done += 1
                 if live:
                     progress.console.print(line)
                     progress.advance(bar)
                 else:
-                    err_console.print(f"run {done[0]}/{len(jobs)}: {line}", markup=False)
+                    err_console.print(f"run {done}/{len(jobs)}: {line}", markup=False)
 
             evaluate_jobs(store, jobs, use_ray=use_ray, on_result=on_result)
         results = configuration_results(store, args.search, [t.trial_key for t in trials])

@@ -183,13 +183,19 @@ def open_search(store: Store, plan: SearchPlan, driver: str) -> None:
     Raises:
         SearchConflictError: The stored search differs, or another live driver runs it.
     """
+    _claim(store, plan, driver)
+    store.upsert_search(**_search_values(plan))
+
+
+def _claim(store: Store, plan: SearchPlan, driver: str) -> None:
+    """Check a stored search of the plan's name is the same search (creating it if there is
+    none), then take its driver lease; nothing of an existing search is changed but its lease."""
     from autopetl.store import StoreError
 
-    values = _search_values(plan)
     existing = store.get_search(plan.name)
     if existing is None:
         try:
-            store.upsert_search(**values, create_only=True)
+            store.upsert_search(**_search_values(plan), create_only=True)
         except StoreError:  # another driver created it a moment ago
             existing = store.get_search(plan.name)
     if existing is not None:
@@ -211,7 +217,6 @@ def open_search(store: Store, plan: SearchPlan, driver: str) -> None:
             f"search {plan.name!r} is being run by another driver ({holder}, its lease renewed "
             f"until {until:%H:%M:%S} UTC); wait for it to finish, stop it, or pick another --name"
         )
-    store.upsert_search(**values)
 
 
 def _search_values(plan: SearchPlan) -> dict[str, Any]:
@@ -238,16 +243,22 @@ def _search_values(plan: SearchPlan) -> dict[str, Any]:
 
 def open_searches(store: Store, plans: Sequence[SearchPlan], driver: str) -> None:
     """:func:`open_search` for every search of a run, before any of them starts: the run takes
-    all its leases or none (a conflict on any search gives back those already taken)."""
+    all its leases or none, and a refused run changes no search. The searches that exist are
+    claimed first (a conflict or another driver on any of them refuses the run before a new
+    search's row is created), and no record is updated until every lease is held; a refusal
+    gives back the leases already taken."""
     taken: list[str] = []
+    stored = {p.name for p in plans if store.get_search(p.name) is not None}
     try:
-        for plan in plans:
-            open_search(store, plan, driver)
+        for plan in sorted(plans, key=lambda p: p.name not in stored):  # stable: stored first
+            _claim(store, plan, driver)
             taken.append(plan.name)
     except BaseException:
         for name in taken:
             _release(store, name, driver)
         raise
+    for plan in plans:
+        store.upsert_search(**_search_values(plan))
 
 
 def _release(store: Store, name: str, driver: str) -> None:

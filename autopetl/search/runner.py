@@ -158,9 +158,9 @@ def _check_run_settings(plans: Sequence[SearchPlan]) -> None:
             raise ConfigError(f"the searches of one run must share {setting}, got {values}")
 
 
-def _open_study(plan: SearchPlan, store: Store) -> tuple[optuna.Study, optuna.samplers.BaseSampler]:
-    """The search's Optuna study, created once here before any worker starts (parallel creation
-    races), with what a dead driver left running marked failed."""
+def _open_study(plan: SearchPlan, store: Store) -> optuna.samplers.BaseSampler:
+    """Create (or load) the search's Optuna study once, here, before any worker starts (parallel
+    creation races), mark what a dead driver left running failed, and give its sampler."""
     storage = store.optuna_storage()
     sampler = make_sampler(plan.sampler, plan.space, plan.seed)
     directions = [
@@ -183,7 +183,7 @@ def _open_study(plan: SearchPlan, store: Store) -> tuple[optuna.Study, optuna.sa
             plan.name,
             recovered,
         )
-    return study, sampler
+    return sampler
 
 
 def _searcher(
@@ -228,7 +228,7 @@ def _run_leased(
     from ray import tune
 
     first = plans[0]
-    samplers = {p.name: _open_study(p, store)[1] for p in plans}
+    samplers = {p.name: _open_study(p, store) for p in plans}
     budgets = [
         StudyBudget(
             p.name,
@@ -241,7 +241,10 @@ def _run_leased(
     # Each task's tensors go to the object store once; a trial fetches its own search's only
     # (trainable.task_data). Searches that share one TaskData share one object.
     refs: dict[int, ray.ObjectRef] = {}
-    data = {p.name: refs.setdefault(id(p.data), ray.put(p.data)) for p in plans}
+    for p in plans:
+        if id(p.data) not in refs:
+            refs[id(p.data)] = ray.put(p.data)
+    data = {p.name: refs[id(p.data)] for p in plans}
     setups = {
         p.name: TrialSetup(
             p.backbone, p.data.task.num_classes, p.seed, p.precision, p.cpus_per_trial
