@@ -18,10 +18,9 @@ from autopetl.methods.registry import check_applies
 from autopetl.tasks import SplitData, TaskSpec, load_split
 from autopetl.training import TrainConfig, TrainResult, seed_everything, train
 
-# --smoke-test trains on this many train800 images (and validates on all of val200).
-SMOKE_TRAIN_IMAGES = 256
-# A --smoke-test search trains each of its many trials on half as many; evaluate re-trains on the same.
-SMOKE_SEARCH_TRAIN_IMAGES = SMOKE_TRAIN_IMAGES // 2
+# Re-exported: the smoke-test sizes live in trial.py, which the command line reads without torch.
+from autopetl.trial import SMOKE_SEARCH_TRAIN_IMAGES as SMOKE_SEARCH_TRAIN_IMAGES
+from autopetl.trial import SMOKE_TRAIN_IMAGES as SMOKE_TRAIN_IMAGES
 
 
 @dataclass

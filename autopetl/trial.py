@@ -36,6 +36,11 @@ NUMBER_KEY = "trial_number"
 # ... and, in a multi-task run (several searches in one Tuner), the name of the search the trial
 # belongs to: the searcher, the scheduler, the recorder and the trainable route on it.
 SEARCH_KEY = "search"
+# --smoke-test trains on this many train800 images (and validates on all of val200).
+SMOKE_TRAIN_IMAGES = 256
+# A --smoke-test search trains each of its many trials on half as many; evaluate re-trains on the
+# same. Here, not in pipeline, so that the command line reads them without importing torch.
+SMOKE_SEARCH_TRAIN_IMAGES = SMOKE_TRAIN_IMAGES // 2
 _BOOKKEEPING = (NUMBER_KEY, SEARCH_KEY)
 
 _BACKBONES: dict[str, VisionTransformer] = {}

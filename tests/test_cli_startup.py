@@ -4,6 +4,7 @@ Ray, Optuna or SQLAlchemy (each costs a second or more to import on a small mach
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -49,6 +50,8 @@ def _run(argv: list[str]) -> dict:
         (["search", "--task", "vtab/dsprites_loc", "--space", "nosuchspace"], 2),
         (["search", "--task", "vtab/dsprites_loc", "--weights", "/no/such.safetensors"], 2),
         (["search", "--task", "vtab/dsprites_loc", "--resume"], 2),
+        (["search", "--task", "vtab/cifar"], 2),  # its data folder is not given
+        (["search", "--task", "vtab/cifar", "--data-root", "/no/such/folder"], 2),
         (["evaluate"], 2),
         (["serve", "--help"], 0),
         (["dashboard", "--help"], 0),
@@ -72,16 +75,53 @@ def test_a_search_refused_for_a_missing_weights_file_writes_no_database(tmp_path
     assert not db.exists()
 
 
-def test_evaluate_of_a_search_that_is_not_there_loads_neither_torch_nor_ray(tmp_path):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evaluate", "--search", "nosuch"], "no search named 'nosuch'"),
+        (["serve", "--search", "nosuch"], "no search named 'nosuch'"),
+        (
+            ["serve", "--task", "vtab/dsprites_loc"],
+            "no evaluated configuration of vtab/dsprites_loc",
+        ),
+        (["serve", "--task", "vtab/nosuch"], "unknown task 'vtab/nosuch'"),
+        (["serve", "--trial", "real"], "--trial expects SEARCH:KEY"),
+        (["trials", "--search", "nosuch"], "no search named 'nosuch'"),
+    ],
+)
+def test_what_cannot_be_evaluated_or_served_is_refused_without_torch_or_ray(
+    tmp_path, argv, message
+):
     from autopetl.store import open_store
 
     url = f"sqlite:///{tmp_path / 'a.db'}"
     open_store(url).upsert_search(
         "real", "vtab/dsprites_loc", "default", {}, {}, status="completed"
     )
-    probe = _PROBE.format(
-        argv=["evaluate", "--search", "nosuch", "--db", url], heavy=("torch", "ray")
-    )
+    probe = _PROBE.format(argv=[*argv, "--db", url], heavy=("torch", "ray"))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": 2, "heavy": []}, out.stderr
-    assert "no search named 'nosuch'" in out.stderr
+    assert message in out.stderr
+
+
+def test_gpus_asked_of_a_machine_without_any_are_refused_before_ray_and_write_nothing(tmp_path):
+    db = tmp_path / "g.db"
+    argv = [
+        "search",
+        "--task",
+        "vtab/dsprites_loc",
+        "--gpus-per-trial",
+        "1",
+        "--db",
+        f"sqlite:///{db}",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(argv=argv, heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # what CUDA sees: no device at all
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": 2, "heavy": []}, out.stderr
+    assert "--gpus-per-trial 1: this machine has no GPU" in out.stderr
+    assert not db.exists()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,14 +30,24 @@ from autopetl.store import open_store
         ),
         (["--task", "vtab/dsprites_loc", "--weights", "/no/such.safetensors"], "does not exist"),
         (["--task", "vtab/dsprites_loc", "--img-size", "30"], "not a multiple of"),
+        (["--task", "vtab/dsprites_loc", "--cpus-per-trial", "512"], "the largest Ray node has"),
     ],
 )
-def test_mistakes_fail_cleanly_and_write_nothing(args, message, capsys, sqlite_url):
+def test_mistakes_fail_cleanly_and_write_nothing(args, message, capsys, tmp_path, sqlite_url):
     assert main(["search", *args, "--smoke-test", "--db", sqlite_url]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("autopetl: error:") and message in err[-1], err
     assert "Traceback" not in "\n".join(err)
-    assert open_store(sqlite_url).list_searches() == []
+    # Not even an empty database file: a refused command leaves the disk as it found it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_a_refusal_leaves_a_database_that_was_there_as_it_was(capsys, sqlite_url):
+    store = open_store(sqlite_url)
+    store.upsert_search("kept", "vtab/dsprites_loc", "default", {}, {}, status="completed")
+    args = ["search", "--task", "vtab/dsprites_loc", "--smoke-test", "--db", sqlite_url]
+    assert main([*args, "--cpus-per-trial", "512"]) == 2
+    assert [s.name for s in open_store(sqlite_url).list_searches()] == ["kept"]
 
 
 def test_a_checkpoint_of_another_backbone_fails_before_ray(tmp_path, capsys, sqlite_url):
@@ -54,7 +65,7 @@ def test_a_checkpoint_of_another_backbone_fails_before_ray(tmp_path, capsys, sql
     err = capsys.readouterr().err.strip().splitlines()
     assert "not a checkpoint of vit_tiny_patch16_224" in err[-1] and "ls1.gamma" in err[-1]
     assert "Traceback" not in "\n".join(err) and "Ray" not in "\n".join(err)
-    assert open_store(sqlite_url).list_searches() == []
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
     assert torch.is_tensor(state["blocks.0.ls1.gamma"])
 
 

@@ -172,12 +172,16 @@ def _objectives_arg(text: str) -> tuple[Objective, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from autopetl.backbones import check_weights_file
+    from autopetl.search.cluster import check_gpus_here
     from autopetl.search.space_files import resolve_space_path
     from autopetl.tasks import resolve_tasks
+    from autopetl.tasks.sources import check_data_here
 
     # The mistakes that need no torch, Ray or database are found first, in well under a second,
     # and leave nothing behind: a task, a space file, --resume without --name, a weights file.
     tasks = resolve_tasks(args.task)
+    for task in tasks:
+        check_data_here(task, args.data_root)
     resolve_space_path(args.space)
     if args.resume and not args.name:
         raise ConfigError(
@@ -186,18 +190,26 @@ def run(args: argparse.Namespace) -> int:
     specs = backbone_specs(args)
     for spec in specs:
         check_weights_file(spec.weights)
-    return _run_checked(args, tasks, specs)
+    check_gpus_here(args.gpus_per_trial, args.address)
+
+    from autopetl.store.provisional import provisional_database
+
+    # A later refusal (a dataset not there, a trial no node can place) removes the database file
+    # this command created for nothing.
+    with provisional_database(args.db):
+        return _run_checked(args, tasks, specs)
 
 
 def _run_checked(args: argparse.Namespace, tasks: list[TaskSpec], specs: list[BackboneSpec]) -> int:
     from autopetl.backbones import family_of
     from autopetl.methods.io import rebuildable_backbone
-    from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES, load_task_data
+    from autopetl.pipeline import load_task_data
     from autopetl.search.cluster import check_trial_fits, connect
     from autopetl.search.runner import SearchPlan, run_searches
     from autopetl.search.space import load_space, with_epochs
     from autopetl.store import default_db_path, open_store
     from autopetl.tasks.scale import fraction_label
+    from autopetl.trial import SMOKE_SEARCH_TRAIN_IMAGES
 
     space = load_space(args.space)
     epochs = args.epochs if args.epochs is not None else (SMOKE_EPOCHS if args.smoke_test else None)

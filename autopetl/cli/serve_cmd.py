@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from autopetl.serving import ServeError
+    from autopetl.serving.catalog import ServeError
 
     if args.replicas < 1:
         raise ServeError(f"--replicas must be at least 1, got {args.replicas}")
@@ -118,8 +118,8 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autopetl.serving import (
-        ImageLimits,
+    # The catalog reads the store only: what cannot be served is refused before torch or Ray load.
+    from autopetl.serving.catalog import (
         ServeError,
         check_servable,
         for_search,
@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from autopetl.search.cluster import connect
     from autopetl.serving.app import ServeOptions, build_app, start_serve
     from autopetl.serving.guard import GuardLimits
+    from autopetl.serving.images import ImageLimits
 
     max_bytes = int(args.max_body_mb * 1024 * 1024)
     options = ServeOptions(

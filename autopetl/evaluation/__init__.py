@@ -23,6 +23,9 @@ tasks or this process) and :mod:`~.results` (reading back, ranking).
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from autopetl.evaluation.jobs import (
     DATA_SEED,
     PROCEDURAL_TEST_SIZE,
@@ -35,17 +38,38 @@ from autopetl.evaluation.jobs import (
     EvaluationJob,
     EvaluationRun,
 )
-from autopetl.evaluation.many import evaluate_jobs
-from autopetl.evaluation.plan import artifact_dir, default_artifacts_dir, plan_evaluation
 from autopetl.evaluation.results import (
     best_configuration,
     configuration_results,
     evaluated_configurations,
     rank_key,
 )
-from autopetl.evaluation.run import load_train_split, run_job
 from autopetl.evaluation.select import select_configurations
 from autopetl.recording import TEST_SPLIT, record_run
+
+if TYPE_CHECKING:
+    from autopetl.evaluation.many import evaluate_jobs
+    from autopetl.evaluation.plan import artifact_dir, default_artifacts_dir, plan_evaluation
+    from autopetl.evaluation.run import load_train_split, run_job
+
+# What needs torch is imported on first use, so that reading results back (`evaluate` refusing a
+# search that is not there, `serve` finding nothing to serve) answers without loading it.
+_LAZY = {
+    "evaluate_jobs": "many",
+    "artifact_dir": "plan",
+    "default_artifacts_dir": "plan",
+    "plan_evaluation": "plan",
+    "load_train_split": "run",
+    "run_job": "run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DATA_SEED", "PROCEDURAL_TEST_SIZE", "SELECTIONS", "SMOKE_TEST_SIZE", "SMOKE_TRAIN_LIMIT",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autopetl.errors import AutopetlError
-from autopetl.pipeline import SMOKE_SEARCH_TRAIN_IMAGES
+from autopetl.trial import SMOKE_SEARCH_TRAIN_IMAGES
 
 if TYPE_CHECKING:
     pass

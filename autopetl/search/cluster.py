@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import secrets
+import shutil
 
 from autopetl.errors import ConfigError
 
@@ -30,6 +32,24 @@ def local_instance_token() -> None:
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+def check_gpus_here(gpus_per_trial: float, address: str | None) -> None:
+    """Refuse at once, before Ray starts, GPUs asked of a local instance on a machine that surely
+    has none (no device visible to CUDA, no NVIDIA device file, no nvidia-smi). Where that is not
+    sure, or the trials run on a cluster, :func:`check_trial_fits` asks the connected Ray."""
+    if gpus_per_trial <= 0 or address or os.environ.get("RAY_ADDRESS"):
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        has_gpu = any(d.strip() not in ("", "-1") for d in visible.split(","))
+    else:
+        has_gpu = bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+    if not has_gpu:
+        raise ConfigError(
+            f"--gpus-per-trial {gpus_per_trial:g}: this machine has no GPU that CUDA can see; "
+            "leave it out to train on the CPU, or join a cluster with GPUs with --address"
+        )
 
 
 def check_trial_fits(cpus_per_trial: float, gpus_per_trial: float) -> None:

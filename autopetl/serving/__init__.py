@@ -10,6 +10,9 @@ Ray and FastAPI are imported by :mod:`~autopetl.serving.app` only.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from autopetl.serving.catalog import (
     ServedTask,
     ServeError,
@@ -18,8 +21,28 @@ from autopetl.serving.catalog import (
     for_tasks,
     for_trial,
 )
-from autopetl.serving.images import ImageError, ImageLimits, preprocess
-from autopetl.serving.models import SharedBackbone, TaskModel
+
+if TYPE_CHECKING:
+    from autopetl.serving.images import ImageError, ImageLimits, preprocess
+    from autopetl.serving.models import SharedBackbone, TaskModel
+
+# The catalog reads the store only; images and models need torch, and are imported on first use,
+# so that `serve` refuses what it cannot serve without loading torch.
+_LAZY = {
+    "ImageError": "images",
+    "ImageLimits": "images",
+    "preprocess": "images",
+    "SharedBackbone": "models",
+    "TaskModel": "models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ImageError",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from autopetl.errors import DataUnavailableError
 from autopetl.tasks.registry import TaskSpec
 
 
@@ -35,6 +36,33 @@ def is_available(task: TaskSpec, data_root: Path | None) -> bool:
     if task.layout == "fgvc":
         return fgvc_file(data_root, task.folder, "train").is_file()
     return split_file(data_root, task.folder, "train800").is_file()
+
+
+def check_data_here(task: TaskSpec, data_root: Path | None) -> None:
+    """Refuse, before torch loads, a task whose data folder is not given or not there (the
+    loader says the same later, after seconds of imports and a database written)."""
+    root = data_root or default_data_root()
+    if is_available(task, root):
+        return
+    expects = (
+        f"DIR/{task.folder}/{{train,val,test}}.json and its images, as VPT prepares them"
+        if task.layout == "fgvc"
+        else f"DIR/{task.folder}/train800.txt and the other split lists"
+    )
+    if root is None:
+        raise DataUnavailableError(
+            f"{task.name} needs its data folder: pass --data-root DIR or set AUTOPETL_DATA "
+            f"(expects {expects})"
+        )
+    missing = (
+        fgvc_file(root, task.folder, "train")
+        if task.layout == "fgvc"
+        else split_file(root, task.folder, "train800")
+    )
+    raise DataUnavailableError(
+        f"{task.name}: no {missing}; pass --data-root DIR where DIR holds {task.folder}/ "
+        f"(expects {expects})"
+    )
 
 
 def data_source(task: TaskSpec, data_root: Path | None) -> str:
