@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AutopetlError as exc:
-        print(f"autopetl: error: {exc}", file=sys.stderr)
+        from autopetl.cli._invocation import runnable
+
+        print(f"autopetl: error: {runnable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("autopetl: interrupted", file=sys.stderr)

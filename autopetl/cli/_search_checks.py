@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from autopetl.cli._console import console
+from autopetl.cli._invocation import command
 from autopetl.errors import ConfigError, SearchConflictError
 
 if TYPE_CHECKING:
@@ -80,5 +81,5 @@ def already_met(
         f"{args.budget} is met: nothing to run (a larger --budget continues it)",
         markup=False,
     )
-    console.print(f"  autopetl trials --search {name} --pareto", markup=False)
+    console.print("  " + command(f"trials --search {name} --pareto"), markup=False)
     return True

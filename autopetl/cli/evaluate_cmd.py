@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autopetl.cli._console import console, err_console, interactive, status
+from autopetl.cli._invocation import command
 from autopetl.cli._options import add_data_options
 from autopetl.cli.store_cmd import add_db_option
 from autopetl.precision import PRECISION_HELP, PRECISIONS
@@ -216,6 +217,6 @@ def run(args: argparse.Namespace) -> int:
     console.print("next:")
     # A data-scale search's results are a point of the scale table, not of the VTAB-1k table.
     by = " --by train_fraction" if jobs and jobs[0].train_fraction is not None else ""
-    console.print(f"  autopetl report --task {task}{by}{db}")
+    console.print("  " + command(f"report --task {task}{by}{db}"), markup=False)
     # Every run failing is a failed command; some failing still leaves results to look at.
     return 1 if failures and not results else 0

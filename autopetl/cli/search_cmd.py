@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from rich.live import Live
 
 from autopetl.cli._console import console, err_console, interactive, status
+from autopetl.cli._invocation import command
 from autopetl.cli._options import (
     SEED,
     add_backbone_options,
@@ -369,8 +370,8 @@ def _summary(
             console.print(f"error of the failed trials: {outcome.error}", markup=False)
         if outcome.status != "completed":
             console.print(
-                f"see every failed trial's error: autopetl trials --search {outcome.name} "
-                f"--status failed{db}",
+                "see every failed trial's error: "
+                + command(f"trials --search {outcome.name} --status failed{db}"),
                 markup=False,
             )
     if len(outcomes) > 1:
@@ -379,15 +380,15 @@ def _summary(
     if not shown:
         return
     console.print("next:")
-    lines = [f"autopetl trials --search {o.name} --pareto{db}" for o in shown]
-    lines.append(f"autopetl dashboard{db}")
-    lines += [f"autopetl evaluate --search {o.name} --pareto --seeds 3{db}" for o in shown]
+    lines = [command(f"trials --search {o.name} --pareto{db}") for o in shown]
+    lines.append(command(f"dashboard{db}"))
+    lines += [command(f"evaluate --search {o.name} --pareto --seeds 3{db}") for o in shown]
     if len(shown) == 1:
-        lines.append(f"autopetl serve --search {shown[0].name}{db}")
+        lines.append(command(f"serve --search {shown[0].name}{db}"))
     else:  # once evaluated: every task's best on one shared backbone
         tasks = dict.fromkeys(
             p.data.task.name for p, o in zip(plans, outcomes, strict=True) if o.pareto
         )
-        lines.append(f"autopetl serve --task {' '.join(tasks)}{db}")
+        lines.append(command(f"serve --task {' '.join(tasks)}{db}"))
     for line in lines:
         console.print(f"  {line}", markup=False)
