@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from timm.layers import ClassifierHead
 from autopetl.errors import ConfigError, TrainingDivergedError
 from autopetl.feature_cache import FeatureCache
 from autopetl.methods.base import PetlModel
+from autopetl.peak_memory import peak_memory_mb, reset_peak_memory
 from autopetl.precision import PRECISIONS, Resolved, attention_kernel, resolve_precision
 from autopetl.precision import autocast as autocast_for
 from autopetl.tasks.data import SplitData, normalize
@@ -96,8 +96,11 @@ class EpochMetrics:
 class TrainResult:
     """What one training run scored and what it cost.
 
-    ``peak_memory_mb`` is the CUDA allocator's peak on GPU; on CPU it is the process's peak
-    resident set (so it includes Python, torch and the data, not the trial alone).
+    ``peak_memory_mb`` is this run's peak, from its start to its end: on GPU the CUDA
+    allocator's (every tensor on the device, the frozen backbone's included); on CPU the
+    process's resident set (Linux; so Python, torch, the backbone and the data the process
+    already held count too). Where the peak cannot be reset (not Linux), it is the process's
+    peak since it started.
     """
 
     best_val_acc: float
@@ -156,12 +159,6 @@ def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], 
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _cacheable_head(model: PetlModel) -> torch.nn.Module | None:
@@ -348,8 +345,7 @@ def _train(
     resume: dict[str, Any] | None,
     feature_cache: FeatureCache | None,
 ) -> TrainResult:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     model.to(device)
     params = [p for _, p in model.tunable_named_parameters()]
     if not params:
@@ -474,7 +470,7 @@ def _train(
         tunable_params_without_head=model.num_tunable(include_head=False),
         wall_time_s=time.perf_counter() - start,
         images_per_s=seen / max(train_seconds, 1e-9),
-        peak_memory_mb=_peak_memory_mb(device),
+        peak_memory_mb=peak_memory_mb(device),
         device=str(device),
         precision=precision,
         epochs=history,

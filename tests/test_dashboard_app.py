@@ -336,7 +336,7 @@ def test_cost_table_rounds_with_units_and_leaves_out_what_was_not_measured() -> 
         "epochs": "10",
         "wall time": "0.4 s",
         "images/s": "56,142",
-        "peak memory": "1,407 MB",
+        "peak memory (this trial)": "1,407 MB",
     }
     evaluated = _trial_row(val_acc=0.5, test_mean=0.4319, test_std=0.0112, test_seeds=3)
     assert data.cost_table(evaluated)["value"].to_dict() == {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +178,23 @@ def test_methods_that_change_the_backbone_never_cache(tiny_backbone):
             std=std,
         )
         assert not result.cached_features, method
+
+
+def _high_water_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
+def test_a_runs_peak_memory_is_its_own_not_the_processs(tiny_backbone):
+    # A run after something large (another trial of the worker, here 400 MB) reports its own
+    # peak: it once reported the process's lifetime high-water mark, growing trial by trial.
+    config = TrainConfig(epochs=1, batch_size=32, lr=1e-2, seed=0)
+    _, first, _ = _fit(tiny_backbone, config)
+    large = torch.ones(100_000_000)  # 400 MB, resident
+    large.add_(1)
+    del large
+    before = _high_water_mb()  # the process's peak so far, the 400 MB included
+    _, second, _ = _fit(tiny_backbone, config)
+    assert second.peak_memory_mb < before - 300, (second.peak_memory_mb, before)
+    assert abs(second.peak_memory_mb - first.peak_memory_mb) < 150, (first, second)

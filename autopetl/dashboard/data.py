@@ -303,7 +303,8 @@ def cost_table(row: pd.Series) -> pd.DataFrame:
     put("epochs", row["epochs_done"], lambda v: f"{v:.0f}")
     put("wall time", row["wall_time_s"], _duration)
     put("images/s", row["images_per_s"], lambda v: f"{v:,.0f}")
-    put("peak memory", row["peak_memory_mb"], lambda v: f"{v:,.0f} MB")
+    # The trial's own peak (reset when it starts; on a CPU the worker's resident set then).
+    put("peak memory (this trial)", row["peak_memory_mb"], lambda v: f"{v:,.0f} MB")
     for m in MEASURES:
         put(OBJECTIVES[m].label, row[m], OBJECTIVES[m].show)
     return pd.DataFrame({"value": list(values.values())}, index=list(values))
