@@ -137,6 +137,23 @@ def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str,
     return method, options, train
 
 
+def shown_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's configuration as a person reads it, the method's name left out: its options,
+    then its training options by their one name, whether the space gave them to every method
+    (``lr``) or to this method alone (``linear.train.lr``). ``trials``, the search's summary and
+    the dashboard all show this, each float with :func:`shown_value`."""
+    if not isinstance(config.get("method"), str):
+        return flat_of(config)
+    _, options, train = split_config(config)
+    order = {k: i for i, k in enumerate(TRAIN_KEYS)}
+    return {**options, **dict(sorted(train.items(), key=lambda kv: order.get(kv[0], len(order))))}
+
+
+def shown_value(value: Any) -> str:
+    """One rounding for every number of a configuration: 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _unset(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 

@@ -233,3 +233,34 @@ def test_searches_counts_trials_stopped_early_as_finished(tmp_path: Path, capsys
     out = capsys.readouterr().out
     assert "12/12 (1 stopped early, 1 failed)" in out, out
     assert "finished / budget" in out
+
+
+def test_trials_name_a_methods_own_learning_rate_as_every_other_and_time_short_runs(
+    tmp_path: Path, capsys
+) -> None:
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    with open_store(db) as store:
+        store.upsert_search("s", "vtab/dsprites_loc", "default", {}, {}, options={})
+        store.upsert_trial("s", "0", number=0, method="linear", status="completed", val_acc=0.5,
+                           config={"method": "linear", "linear.train.lr": 0.013213, "weight_decay": 0.001},
+                           cost={"wall_time_s": 0.33})  # fmt: skip
+        store.upsert_trial("s", "1", number=1, method="vpt", status="completed", val_acc=0.6,
+                           config={"method": "vpt", "vpt.prompt_length": 10, "lr": 0.013213},
+                           cost={"wall_time_s": 125.2})  # fmt: skip
+    capsys.readouterr()
+    assert main(["trials", "--search", "s", "--db", db]) == 0
+    out = capsys.readouterr().out.splitlines()
+    lines = {m: next(line for line in out if f" {m} " in line) for m in ("linear", "vpt")}
+    assert "lr=0.0132" in lines["linear"] and "linear.train" not in lines["linear"], lines
+    assert "lr=0.0132" in lines["vpt"] and "prompt_length=10" in lines["vpt"], lines
+    assert "0.33s" in lines["linear"] and " 0s" not in lines["linear"], lines
+    assert "125s" in lines["vpt"], lines
+
+
+def test_the_dashboard_and_the_search_summary_show_a_config_as_trials_does() -> None:
+    from autopetl.dashboard.data import config_lines
+    from autopetl.trial import shown_config
+
+    config = {"method": "linear", "linear.train.lr": 0.013213, "weight_decay": 0.001}
+    assert shown_config(config) == {"lr": 0.013213, "weight_decay": 0.001}
+    assert config_lines(config) == ["method = linear", "lr = 0.0132", "weight_decay = 0.001"]

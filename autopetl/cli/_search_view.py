@@ -20,6 +20,7 @@ from rich.text import Text
 
 from autopetl.errors import error_line
 from autopetl.objectives import DEFAULT_OBJECTIVES, Objective, parse_objectives
+from autopetl.trial import shown_config, shown_value
 
 if TYPE_CHECKING:
     from autopetl.search.recorder import TrialEvent
@@ -200,12 +201,12 @@ def pareto_table(outcome: SearchOutcome, objectives: tuple[Objective, ...] | Non
     for column in ("trial", "method", *(o.label for o in objectives), "config"):
         table.add_column(column)
     for first, *tied in points:
-        config = {k: v for k, v in first.config.items() if k not in ("method",)}
+        config = shown_config(first.config)
         table.add_row(
             first.trial_key + (f" (+{len(tied)} tied)" if tied else ""),
             first.method or "-",
             *(o.show(first.objective(o.name)) for o in objectives),
-            ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()),
+            ", ".join(f"{k}={shown_value(v)}" for k, v in config.items()),
         )
     return table
 
@@ -229,7 +230,3 @@ def runs_table(outcomes: Sequence[SearchOutcome], tasks: dict[str, str]) -> Tabl
             str(len(o.pareto)),
         )
     return table
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

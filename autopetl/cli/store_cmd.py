@@ -22,6 +22,7 @@ from autopetl.cli._console import console, err_console
 from autopetl.cli._options import write_text
 from autopetl.errors import error_line
 from autopetl.objectives import MEASURES, OBJECTIVES
+from autopetl.trial import shown_config, shown_value
 
 if TYPE_CHECKING:
     from autopetl.store import SearchRecord, TrialRecord
@@ -129,11 +130,23 @@ def _int(value: int | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}s"
+    """A duration to two digits at least: a 0.33 s linear probe is ``0.33s``, not ``0s``."""
+    if value is None:
+        return "-"
+    if value < 10:
+        return f"{value:.2g}s"
+    return f"{value:.0f}s" if value < 600 else f"{value / 60:.0f}min"
 
 
 def _when(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone().strftime("%m-%d %H:%M")
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    """A trial's configuration in one line (see :func:`autopetl.trial.shown_config`)."""
+    if any(isinstance(v, dict) for v in config.values()):
+        return _flat(config)
+    return _flat(shown_config(config))
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> str:
@@ -144,8 +157,7 @@ def _flat(config: dict[str, Any], prefix: str = "") -> str:
             if value:
                 parts.append(_flat(value, f"{prefix}{key}."))
         else:
-            shown = f"{value:.3g}" if isinstance(value, float) else value
-            parts.append(f"{prefix}{key}={shown}")
+            parts.append(f"{prefix}{key}={shown_value(value)}")
     return " ".join(parts)
 
 
@@ -299,7 +311,7 @@ def run_trials(args: argparse.Namespace) -> int:
             *(OBJECTIVES[m].show(t.measures.get(m)) for m in measured),
             str(t.epochs_done),
             _seconds(t.wall_time_s),
-            _flat(t.config),
+            _config_text(t.config),
         )
     console.print(table)
     return 0

@@ -21,6 +21,7 @@ from autopetl.objectives import MEASURES, OBJECTIVES
 from autopetl.store import StoreError, open_store, queries, resolve_url, safe_url
 from autopetl.store.queries import hypervolume
 from autopetl.tasks.scale import fraction_label
+from autopetl.trial import shown_config, shown_value
 
 if TYPE_CHECKING:
     from autopetl.store import EpochRecord, SearchRecord, Store
@@ -328,6 +329,7 @@ def _duration(seconds: float) -> str:
 
 
 def config_lines(config: dict[str, Any]) -> list[str]:
-    """``key = value`` lines of a trial's config, method first, floats to 4 significant digits."""
-    items = sorted(config.items(), key=lambda kv: (kv[0] != "method", kv[0]))
-    return [f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in items]
+    """``key = value`` lines of a trial's config, method first, as ``autopetl trials`` shows it
+    (:func:`autopetl.trial.shown_config`)."""
+    method = [f"method = {config['method']}"] if "method" in config else []
+    return method + [f"{k} = {shown_value(v)}" for k, v in shown_config(config).items()]
