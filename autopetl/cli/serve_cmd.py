@@ -166,18 +166,23 @@ def run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
     )
     application = build_app(tasks, options)
-    with status("starting Ray Serve"), _quiet_reconnect():
-        connect(None, database_url=url)
-        # Serve starts once, with our address; serve.run then reuses that instance (and would
-        # otherwise log that "new http_options will not be applied", which is not the case).
-        start_serve(args.host, args.port, guard, request_timeout_s=args.request_timeout)
-        serve.run(application, name="autopetl", route_prefix="/")
     base = f"http://{args.host}:{args.port}"
-    for t in tasks:
-        console.print(f"serving {t.key} ({t.task}): {banner(t)}")
-        console.print(f"  POST {base}/v1/tasks/{t.key}/predict")
-    console.print(f"Ray Serve listening on {base}; API docs at {base}/docs; Ctrl-C stops")
-    _serve_until_stopped()
+    # Ctrl-C and SIGTERM stop the server from here on, also while it starts: the handlers are
+    # live before /healthz can first answer.
+    with _stop_on_signal() as stoppable:
+        with status("starting Ray Serve"), _quiet_reconnect():
+            connect(None, database_url=url)
+            stoppable.own_the_signals()  # Ray's init put in a SIGTERM handler of its own
+            # Serve starts once, with our address; serve.run then reuses that instance (and
+            # would otherwise log that "new http_options will not be applied", which is not so).
+            start_serve(args.host, args.port, guard, request_timeout_s=args.request_timeout)
+            serve.run(application, name="autopetl", route_prefix="/")
+        for t in tasks:
+            console.print(f"serving {t.key} ({t.task}): {banner(t)}")
+            console.print(f"  POST {base}/v1/tasks/{t.key}/predict")
+        console.print(f"Ray Serve listening on {base}; API docs at {base}/docs; Ctrl-C stops")
+        while True:
+            time.sleep(3600)
     return 0
 
 
@@ -192,43 +197,82 @@ def banner(t: ServedTask) -> str:
 
 
 class _Stop(Exception):
-    """SIGTERM asked the server to stop."""
+    """SIGTERM or SIGINT asked the server to stop."""
 
 
-def _serve_until_stopped() -> None:
-    """Wait for Ctrl-C or SIGTERM, then stop Serve and the Ray instance this command started.
+class _Stoppable:
+    """Both stop signals raise :class:`_Stop` while it is installed.
 
-    Ray installs a SIGTERM handler of its own when it starts a local instance: it dumps the
-    stack of every thread, exits with status 1, and leaves Serve's controller and replicas to
-    die with the node a minute later. Ours replaces it, so both signals end the same way:
-    Serve's applications deleted, Ray shut down (a local instance with every process it
-    started; a cluster joined with RAY_ADDRESS is only left), exit status 0.
+    SIGINT explicitly: a process started in the background by a non-interactive shell inherits
+    SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt. And SIGTERM again
+    once Ray has started: Ray installs a SIGTERM handler of its own when it starts a local
+    instance, which dumps every thread's stack, exits with status 1, and leaves Serve's
+    controller and replicas to die with the node a minute later.
     """
-    import ray
-    from ray import serve
 
-    def on_signal(signum: int, frame: object) -> None:
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+
+    @staticmethod
+    def _on_signal(signum: int, frame: object) -> None:
         raise _Stop
 
-    # SIGINT too, explicitly: a process started in the background by a non-interactive shell
-    # inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
-    stops = (signal.SIGTERM, signal.SIGINT)
-    previous = {s: signal.signal(s, on_signal) for s in stops}
-    try:
-        while True:
-            time.sleep(3600)
-    except (KeyboardInterrupt, _Stop):
-        for s in stops:  # a second signal must not cut the cleanup
+    def own_the_signals(self) -> None:
+        for s in self.SIGNALS:
+            signal.signal(s, self._on_signal)
+
+    def ignore_the_signals(self) -> None:
+        for s in self.SIGNALS:  # a second signal must not cut the cleanup
             signal.signal(s, signal.SIG_IGN)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[_Stoppable]:
+    """Run the block until Ctrl-C or SIGTERM, then stop Serve and the Ray instance this command
+    started, and exit with status 0 either way.
+
+    Serve's applications are deleted and Ray shut down (a local instance with every process it
+    started; a cluster joined with RAY_ADDRESS is only left).
+    """
+    import ray
+
+    stoppable = _Stoppable()
+    stoppable.own_the_signals()
+    try:
+        yield stoppable
+    except (KeyboardInterrupt, _Stop):
+        stoppable.ignore_the_signals()
         err_console.print("stopping: shutting down Ray Serve and Ray")
     finally:
+        stoppable.ignore_the_signals()
         try:
-            serve.shutdown()
+            if ray.is_initialized():
+                _quiet_ray_errors()
+                from ray import serve
+
+                serve.shutdown()
         finally:
             ray.shutdown()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            stoppable.restore()
     err_console.print("stopped")
+
+
+def _quiet_ray_errors() -> None:
+    """Leave Ray's "(raylet) Task ServeController.graceful_shutdown failed ... killed by
+    ray.kill" out of what we print: Serve's controller kills itself by design when it shuts
+    down, and Ray's driver prints that task's error (in raw ANSI colours) from a thread of its
+    own. The flag is Ray's, private; ray.util.rpdb sets it to silence the driver the same way.
+    Nothing else the driver would print is lost: workers' logs are off (log_to_driver=False)."""
+    import ray._private.worker as ray_worker
+
+    if hasattr(ray_worker, "_worker_logs_enabled"):
+        ray_worker._worker_logs_enabled = False
 
 
 class _ReconnectFilter(logging.Filter):
