@@ -88,7 +88,9 @@ def measure(sig: signal.Signals, reaper_on: bool, wait: float, tmp: Path) -> dic
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--wait", type=float, default=120.0, help="longest wait per run, seconds")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/driver_exit.json"))
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "driver_exit.json"
+    )
     args = p.parse_args(argv)
     if not sys.platform.startswith("linux"):
         p.error("reads /proc: Linux only")

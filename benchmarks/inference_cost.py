@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default="vit_small_patch14_dinov2")
     p.add_argument("--img-size", type=int, default=112)
     p.add_argument("--classes", type=int, default=16)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/inference_cost.json"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "inference_cost.json",
+    )
     args = p.parse_args(argv)
 
     import timm

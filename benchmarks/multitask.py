@@ -73,8 +73,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--liar-workers", default="16,32", help="W at which constant_liar off is also run"
     )
     parser.add_argument("--smoke-test", action="store_true", help="3 studies x 12 trials, 2 seeds")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: results/multitask.json; --smoke-test: results/quick/, git-ignored",
+    )
     args = parser.parse_args(argv)
+    # A smoke test checks that it runs: it never writes over the committed full results.
+    args.out = args.out or (OUT.parent / "quick" / OUT.name if args.smoke_test else OUT)
     if args.smoke_test:
         args.workers, args.liar_workers, args.seeds, args.studies, args.budget = (
             "2,4",

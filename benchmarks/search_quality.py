@@ -61,7 +61,7 @@ SETTINGS = ((1, 2), (1, 4), (2, 3), (3, 3))
 LEVELS = 51  # compute levels from 0 to the whole budget
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument(
@@ -72,9 +72,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=1.0, help="x the baseline's whole cost")
     parser.add_argument("--quick", action="store_true", help="3 seeds, fewer strategies")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="replay processes")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the JSON to write (default: results/search_quality.json; --quick: results/quick/, "
+        "git-ignored)",
+    )
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG of --out's JSON")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    # A --quick run checks that it runs: it never writes over the committed full results.
+    args.out = args.out or (OUT.parent / "quick" / OUT.name if args.quick else OUT)
+    return args
 
 
 def strategies(quick: bool) -> list[Strategy]:

@@ -277,7 +277,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N=300 idle per kind, M=20 uploads")
     p.add_argument("--idle", type=int, default=1000, help="connections of each idle kind")
@@ -292,8 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=30.0, help="seconds before memory is re-read")
     p.add_argument("--timeout", type=float, default=5.0, help="the guard's header/body timeouts")
     p.add_argument("--settings", default="guard,no-guard")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_hostile.json"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: results/serve_hostile.json; --quick: results/quick/, git-ignored",
+    )
     args = p.parse_args(argv)
+    # A --quick run checks that it runs: it never writes over the committed full results.
+    results = Path(__file__).resolve().parent / "results"
+    args.out = args.out or results / ("quick" if args.quick else "") / "serve_hostile.json"
     if args.quick:
         args.idle, args.bodies, args.bodies_no_guard, args.settle = 300, 20, 20, 10.0
     if (
@@ -302,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         or not 9 <= args.big_mb <= 64
     ):
         p.error("bounded: --idle 1..1500, --bodies 1..2000, --big-mb 9..64")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -147,7 +147,7 @@ async def _load(url: str, tasks: list[str], png: bytes, clients: int, seconds: f
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="16 clients x 5 s, batch sizes 1 and 8")
     p.add_argument("--clients", default="16", help="concurrent clients, a list: 16,50")
@@ -158,14 +158,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", default="1,8", help="max batch sizes to compare (1 = none)")
     p.add_argument("--image-size", type=int, default=64, help="side of the PNG clients send")
     p.add_argument("--weights", default=None, help="real backbone weights file (default: smoke)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/serve_load.json"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: results/serve_load.json; --quick: results/quick/, git-ignored",
+    )
     args = p.parse_args(argv)
+    # A --quick run checks that it runs: it never writes over the committed full results.
+    results = Path(__file__).resolve().parent / "results"
+    args.out = args.out or results / ("quick" if args.quick else "") / "serve_load.json"
     if args.quick:
         args.clients, args.seconds = "16", 5.0
     clients_list = [int(c) for c in args.clients.split(",")]
-    queues = [int(q) for q in args.max_queued.split(",")]
     if not all(1 <= c <= 256 for c in clients_list) or not 0 < args.seconds <= 120:
         p.error("--clients must be in 1..256 and --seconds in (0, 120]: the benchmark is bounded")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    clients_list = [int(c) for c in args.clients.split(",")]
+    queues = [int(q) for q in args.max_queued.split(",")]
 
     import ray
     from ray import serve

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--db", required=True)
     p.add_argument("--search", required=True)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/vpt_design.json"))
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "vpt_design.json"
+    )
     args = p.parse_args(argv)
     from autopetl.store import open_store
 

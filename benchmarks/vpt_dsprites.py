@@ -34,7 +34,7 @@ CONFIGS = [
 ]
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--backbone", default="vit_small_patch14_dinov2")
@@ -44,9 +44,20 @@ def main() -> int:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "vpt_dsprites.json"
+        "--out",
+        type=Path,
+        default=None,
+        help="default: results/vpt_dsprites.json; --quick: results/quick/, git-ignored",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # A --quick run checks that it runs: it never writes over the committed full results.
+    results = REPO / "benchmarks" / "results"
+    args.out = args.out or results / ("quick" if args.quick else "") / "vpt_dsprites.json"
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     if not args.weights.is_file():
         print(f"skipped: pretrained weights {args.weights} not found (pass --weights PATH)")
         return 0
