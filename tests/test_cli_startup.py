@@ -44,6 +44,13 @@ def _run(argv: list[str]) -> dict:
         (["search", "--task", "vtab/dsprites_loc", "--budget", "x"], 2),
         (["train", "--task", "vtab/dsprites_loc", "--epochs"], 2),
         (["train", "--task", "vtab/nope"], 2),  # an unknown task, found before torch loads
+        (["train", "--task", "vtab/cifar"], 2),  # its data folder is not given
+        (["train", "--task", "vtab/dsprites_loc", "--lr", "-1"], 2),
+        (["train", "--task", "vtab/dsprites_loc", "--output", "/proc/nosuch/dir"], 2),
+        # train's mistakes in a method, its options or a weights file, found before torch loads
+        (["train", "--task", "vtab/dsprites_loc", "--method", "nosuch"], 2),
+        (["train", "--task", "vtab/dsprites_loc", "--set", "nosuch=1"], 2),
+        (["train", "--task", "vtab/dsprites_loc", "--weights", "/no/such.safetensors"], 2),
         # search's mistakes in names and paths, found before torch, Ray or a database load
         (["search", "--task", "vtab/nope"], 2),
         (["search", "--task", "vtab/dsprites_loc,vtab/nope"], 2),
@@ -61,6 +68,49 @@ def _run(argv: list[str]) -> dict:
 def test_the_command_line_answers_without_loading_the_heavy_libraries(argv, code):
     result = _run(argv)
     assert result == {"code": code, "heavy": []}, result
+
+
+@pytest.mark.parametrize(
+    ("mistake", "said"),
+    [
+        (["--method", "nosuch"], "unknown method 'nosuch'; choose one of adapter, bias,"),
+        (["--set", "nosuch=1"], "unknown option 'nosuch' for this method; valid options: deep,"),
+        (["--weights", "/no/such.safetensors"], "weights file /no/such.safetensors does not exist"),
+    ],
+)
+def test_a_train_refused_for_a_mistake_in_its_arguments_writes_no_database(tmp_path, mistake, said):
+    db = tmp_path / "t.db"
+    argv = ["train", "--task", "vtab/dsprites_loc", *mistake, "--db", f"sqlite:///{db}"]
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(argv=argv, heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": 2, "heavy": []}, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0], out.stderr
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "methods:\n  vpt:\n    nosuch: 1\ntrain:\n  lr: 0.001\n",  # an unknown option
+        "methods:\n  nosuch: {}\n",  # an unknown method
+        "methods:\n  linear: {}\ntrain:\n  lr: -1\n",  # a training value out of range
+        "methods: [\n",  # not YAML
+    ],
+)
+def test_a_malformed_search_space_is_refused_before_torch(tmp_path, text):
+    space = tmp_path / "bad.yaml"
+    space.write_text(text)
+    db = tmp_path / "s.db"
+    result = _run(
+        ["search", "--task", "vtab/dsprites_loc", "--space", str(space), "--db", f"sqlite:///{db}"]
+    )
+    assert result == {"code": 2, "heavy": []}, result
+    assert not db.exists()
 
 
 def test_a_search_refused_for_a_missing_weights_file_writes_no_database(tmp_path, capsys):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from autopetl.backbones import BackboneSpec
     from autopetl.search.recorder import TrialEvent
     from autopetl.search.runner import SearchOutcome, SearchPlan
+    from autopetl.search.space import SearchSpace
     from autopetl.tasks import TaskSpec
 
 SMOKE_EPOCHS = 2
@@ -174,16 +175,25 @@ def _objectives_arg(text: str) -> tuple[Objective, ...]:
 def run(args: argparse.Namespace) -> int:
     from autopetl.backbones import check_weights_file
     from autopetl.search.cluster import check_gpus_here
-    from autopetl.search.space_files import resolve_space_path
+    from autopetl.search.space import load_space, with_epochs
     from autopetl.tasks import resolve_tasks
+    from autopetl.tasks.scale import check_scalable
     from autopetl.tasks.sources import check_data_here
 
     # The mistakes that need no torch, Ray or database are found first, in well under a second,
-    # and leave nothing behind: a task, a space file, --resume without --name, a weights file.
+    # and leave nothing behind: a task, its data, a space file and what it holds, --resume
+    # without --name, a weights file, GPUs this machine lacks.
     tasks = resolve_tasks(args.task)
     for task in tasks:
+        if args.train_fraction:
+            check_scalable(task)
         check_data_here(task, args.data_root)
-    resolve_space_path(args.space)
+    space = load_space(args.space)
+    epochs = args.epochs if args.epochs is not None else (SMOKE_EPOCHS if args.smoke_test else None)
+    if epochs is not None:  # argparse checked --epochs and --budget (_options.int_in)
+        space = with_epochs(space, epochs)
+    if (args.sampler or space.sampler) == "grid":
+        space.configurations()  # a continuous range cannot be a grid: a ConfigError
     if args.resume and not args.name:
         raise ConfigError(
             "--resume needs --name NAME of the search to continue (`autopetl searches` lists them)"
@@ -198,28 +208,25 @@ def run(args: argparse.Namespace) -> int:
     # A later refusal (a dataset not there, a trial no node can place) removes the database file
     # this command created for nothing.
     with provisional_database(args.db):
-        return _run_checked(args, tasks, specs)
+        return _run_checked(args, tasks, specs, space)
 
 
-def _run_checked(args: argparse.Namespace, tasks: list[TaskSpec], specs: list[BackboneSpec]) -> int:
+def _run_checked(
+    args: argparse.Namespace, tasks: list[TaskSpec], specs: list[BackboneSpec], space: SearchSpace
+) -> int:
     from autopetl.backbones import family_of
     from autopetl.methods.io import rebuildable_backbone
     from autopetl.pipeline import load_task_data
     from autopetl.search.cluster import check_trial_fits, connect
     from autopetl.search.runner import SearchPlan, run_searches
-    from autopetl.search.space import load_space, with_epochs
     from autopetl.store import default_db_path, open_store
     from autopetl.tasks.scale import fraction_label
     from autopetl.trial import SMOKE_SEARCH_TRAIN_IMAGES
 
-    space = load_space(args.space)
-    epochs = args.epochs if args.epochs is not None else (SMOKE_EPOCHS if args.smoke_test else None)
-    if epochs is not None:  # argparse checked --epochs and --budget (_options.int_in)
-        space = with_epochs(space, epochs)
     sampler = args.sampler or space.sampler
     budget = args.budget
     if sampler == "grid":
-        cells = len(space.configurations())  # a continuous range: a ConfigError, before Ray
+        cells = len(space.configurations())
         if budget > cells:
             err_console.print(
                 f"the grid of space {space.name!r} has {cells} configurations: budget {budget} -> {cells}",
@@ -234,11 +241,6 @@ def _run_checked(args: argparse.Namespace, tasks: list[TaskSpec], specs: list[Ba
             markup=False,
         )
     fractions: list[float | None] = list(args.train_fraction or [None])
-    if args.train_fraction:
-        from autopetl.tasks.scale import check_scalable
-
-        for task in tasks:
-            check_scalable(task)
     store = open_store(args.db)
     single = len(tasks) == 1 and len(specs) == 1 and len(fractions) == 1
     if args.resume and single and store.get_search(args.name) is None:

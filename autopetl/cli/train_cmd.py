@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -29,6 +29,9 @@ from autopetl.tasks import get_task
 # The methods, the training loop and timm are imported by run(), so that `autopetl train --help`
 # and argument errors answer at once.
 if TYPE_CHECKING:
+    from autopetl.backbones import BackboneSpec
+    from autopetl.tasks import TaskSpec
+    from autopetl.train_config import TrainConfig
     from autopetl.training import EpochMetrics, TrainResult
 
 
@@ -101,21 +104,19 @@ def _check_output(folder: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    task = get_task(args.task)  # an unknown task: one line, before torch loads
-    from autopetl.backbones import build_backbone, describe
-    from autopetl.methods import build_method
-    from autopetl.methods.io import save_tunable
-    from autopetl.methods.registry import check_applies
-    from autopetl.objectives import measure
-    from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
-    from autopetl.training import TrainConfig, resolve_device
+    from autopetl.backbones import check_weights_file
+    from autopetl.methods.options import method_options
+    from autopetl.tasks.sources import check_data_here
+    from autopetl.train_config import TrainConfig
     from autopetl.trial import warmup_within
 
-    resolve_device(args.device)  # a GPU this machine lacks: one line, before any data loads
-    if args.output is not None:
-        _check_output(args.output)
-    method = build_method(args.method, parse_set_options(args.set_options))
-    spec = backbone_spec(args)
+    # The mistakes that need no torch or database are found first, in well under a second, and
+    # leave nothing behind: a task and its data, a method or its options, the training and
+    # backbone options, a weights file, an output folder that cannot be written.
+    task = get_task(args.task)
+    check_data_here(task, args.data_root)
+    values = parse_set_options(args.set_options)
+    method_options(args.method, values)
     epochs = args.epochs if args.epochs is not None else (2 if args.smoke_test else 10)
     config = TrainConfig(
         epochs=epochs,
@@ -128,6 +129,36 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         device=args.device,
     )
+    spec = backbone_spec(args)
+    check_weights_file(spec.weights)
+    if args.output is not None:
+        _check_output(args.output)
+    from autopetl.store.provisional import provisional_database
+
+    # A later refusal (a checkpoint of another model, a method that does not apply to the
+    # backbone) removes the database file this command created for nothing.
+    with provisional_database(args.db):
+        return _train(args, task, values, spec, config)
+
+
+def _train(
+    args: argparse.Namespace,
+    task: TaskSpec,
+    values: dict[str, Any],
+    spec: BackboneSpec,
+    config: TrainConfig,
+) -> int:
+    from autopetl.backbones import build_backbone, describe
+    from autopetl.methods import build_method
+    from autopetl.methods.io import save_tunable
+    from autopetl.methods.registry import check_applies
+    from autopetl.objectives import measure
+    from autopetl.pipeline import SMOKE_TRAIN_IMAGES, load_task_data, train_one
+    from autopetl.training import resolve_device
+
+    resolve_device(args.device)  # a GPU this machine lacks: one line, before any data loads
+    method = build_method(args.method, values)
+    epochs = config.epochs
     # Open the database first: a bad --db fails before any data is loaded.
     recorder = TrainRecorder.open(args.db, args.name, task=task.name, method=method.name)
     with status(f"preparing {task.name} at {spec.img_size}px"):
@@ -191,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         ("wall time", f"{result.wall_time_s:.1f} s"),
         ("throughput", _throughput(result, len(data.train.labels) + len(data.eval.labels))),
-        ("peak memory", f"{result.peak_memory_mb:.0f} MiB"),
+        ("peak memory (this run)", f"{result.peak_memory_mb:.0f} MiB"),
     ]
     for key, value in rows:
         table.add_row(key, value)

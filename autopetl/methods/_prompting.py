@@ -18,6 +18,9 @@ from torch import nn
 
 from autopetl.methods.base import PetlModel
 
+# The readouts PromptedModel knows, checked (without torch) by VPTConfig.
+from autopetl.methods.options.vpt import READOUTS as READOUTS
+
 
 def vpt_init_(prompts: torch.Tensor, backbone: Any, width: int | None = None) -> None:
     """VPT's Xavier-uniform init: val = sqrt(6 / (3 * patch_h * patch_w + d)) (KMnP/vpt).
@@ -28,12 +31,6 @@ def vpt_init_(prompts: torch.Tensor, backbone: Any, width: int | None = None) ->
     ph, pw = backbone.patch_embed.patch_size
     val = math.sqrt(6.0 / float(3 * ph * pw + (width or prompts.shape[-1])))
     nn.init.uniform_(prompts, -val, val)
-
-
-# How the output is read (VPT's ablation, Fig. 8; VIT_POOL_TYPE in the official code): the [CLS]
-# token ("original"), the mean of the image tokens ("img_pool"), of the prompt outputs
-# ("prompt_pool"), or of both ("imgprompt_pool").
-READOUTS = ("cls", "image_pool", "prompt_pool", "image_prompt_pool")
 
 
 class PromptedModel(PetlModel):

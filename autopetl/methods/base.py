@@ -3,7 +3,8 @@
 Life cycle of a method:
 1. The registry finds the method class by its lowercase ``name``.
 2. ``config_cls.from_dict(values)`` checks the user's values (unknown keys, types, ranges) and
-   gives a frozen dataclass that round-trips through JSON with ``to_dict()``.
+   gives a frozen dataclass that round-trips through JSON with ``to_dict()``. The configs, and
+   each method's name and families, are in :mod:`autopetl.methods.options`, without torch.
 3. ``method.attach(backbone)`` takes a frozen timm ViT (every parameter ``requires_grad=False``)
    and returns a :class:`PetlModel`: the backbone plus the method's tunable parts. Exactly the
    parameters with ``requires_grad=True`` are tunable; the task head always is.
@@ -14,90 +15,20 @@ Methods never import Optuna, Ray or the store: search spaces are data (search_sp
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, get_args, get_origin
+from typing import ClassVar
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from autopetl.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Base of every method's config: a frozen dataclass checked on construction.
-
-    Subclasses add fields with defaults and check ranges in ``__post_init__`` (raise ConfigError).
-    """
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
-        """Build from plain values (a trial's JSON or ``--set``), rejecting unknown keys and types."""
-        hints = typing.get_type_hints(cls)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            valid = ", ".join(sorted(fields)) or "(none)"
-            raise ConfigError(
-                f"unknown option {unknown[0]!r} for this method; valid options: {valid}"
-            )
-        checked = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
-        return cls(**checked)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-MAX_INT_OPTION = 10_000
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check one value against its annotation; ints are accepted where floats are expected."""
-    origin = get_origin(hint)
-    if origin is Literal:
-        if value not in get_args(hint):
-            choices = ", ".join(repr(c) for c in get_args(hint))
-            raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return tuple(_coerce(key, v, get_args(hint)[0]) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        # Every integer option is a size (prompts, rank, dim, depth, blocks): one of 1e10 once
-        # reached the allocator and failed there with a 10 TB request.
-        if not 0 <= value <= MAX_INT_OPTION:
-            raise ConfigError(f"{key} must be from 0 to {MAX_INT_OPTION}, got {value}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    return value
+# The configs live without torch (autopetl.methods.options), so that the command line checks
+# them at once; imported here, where they always were.
+from autopetl.methods.options.base import MAX_INT_OPTION as MAX_INT_OPTION
+from autopetl.methods.options.base import MethodConfig as MethodConfig
+from autopetl.methods.options.base import _coerce as _coerce
+from autopetl.methods.options.base import _jsonable as _jsonable
 
 
 class PetlModel(nn.Module):
@@ -142,8 +73,9 @@ class PetlModel(nn.Module):
 class Method(ABC):
     """A PETL method: how to make a frozen ViT trainable for a task with few parameters.
 
-    Subclasses set ``name`` (lowercase, unique) and ``config_cls`` and register themselves with
-    :func:`autopetl.methods.register_method`.
+    Subclasses set ``name`` (lowercase, unique), ``config_cls`` and ``families`` as the method's
+    ``SPEC`` in :mod:`autopetl.methods.options` says, and register themselves with
+    :func:`autopetl.methods.register_method`, which checks that the two agree.
     """
 
     name: ClassVar[str]
@@ -156,7 +88,7 @@ class Method(ABC):
     changes_backbone: ClassVar[bool] = True
     # The backbone families (autopetl.backbones.FAMILIES) the method is written for. Most methods
     # reach into a ViT's one token sequence and its blocks (backbone.blocks, [CLS], embed_dim); a
-    # method that also handles a Swin's stages says so here.
+    # method that also handles a Swin's stages says so here (families = SPEC.families).
     families: ClassVar[tuple[str, ...]] = ("vit",)
 
     def __init__(self, config: MethodConfig | None = None) -> None:

@@ -7,20 +7,15 @@ as "Bias".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from autopetl.backbones import family_of
-from autopetl.methods.base import Method, MethodConfig, PetlModel, head_params, make_head_tunable
+from autopetl.methods.base import Method, PetlModel, head_params, make_head_tunable
+from autopetl.methods.options.bias import SPEC, BiasConfig
 from autopetl.methods.registry import register_method
-
-
-@dataclass(frozen=True)
-class BiasConfig(MethodConfig):
-    """No options: the set of biases is fixed by the architecture."""
 
 
 def _bias(module: nn.Module) -> int:
@@ -46,7 +41,7 @@ def _swin_biases(swin: Any) -> int:
 class Bias(Method):
     name = "bias"
     config_cls = BiasConfig
-    families = ("vit", "swin")
+    families = SPEC.families
 
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         for name, param in backbone.named_parameters():

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.methods.base import Method, MethodConfig, PetlModel
+from autopetl.methods.base import Method, PetlModel
+from autopetl.methods.options.full import SPEC, FullConfig
 from autopetl.methods.registry import register_method
-
-
-@dataclass(frozen=True)
-class FullConfig(MethodConfig):
-    """No options: everything is tunable."""
 
 
 @register_method
 class Full(Method):
     name = "full"
     config_cls = FullConfig
-    families = ("vit", "swin")
+    families = SPEC.families
 
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         backbone.requires_grad_(True)

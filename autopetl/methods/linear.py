@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from timm.models.vision_transformer import VisionTransformer
 
-from autopetl.methods.base import Method, MethodConfig, PetlModel, head_params, make_head_tunable
+from autopetl.methods.base import Method, PetlModel, head_params, make_head_tunable
+from autopetl.methods.options.linear import SPEC, LinearConfig
 from autopetl.methods.registry import register_method
-
-
-@dataclass(frozen=True)
-class LinearConfig(MethodConfig):
-    """No options: the head is the only tunable part."""
 
 
 @register_method
@@ -20,7 +14,7 @@ class Linear(Method):
     name = "linear"
     changes_backbone = False
     config_cls = LinearConfig
-    families = ("vit", "swin")
+    families = SPEC.families
 
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         make_head_tunable(backbone)

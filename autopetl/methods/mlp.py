@@ -9,36 +9,14 @@ adds no parameters inside the backbone, and the head is simply bigger. Counting 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import pairwise
 
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from autopetl.errors import ConfigError
-from autopetl.methods.base import Method, MethodConfig, PetlModel
+from autopetl.methods.base import Method, PetlModel
+from autopetl.methods.options.mlp import MLPConfig
 from autopetl.methods.registry import register_method
-
-
-@dataclass(frozen=True)
-class MLPConfig(MethodConfig):
-    """Attributes:
-    layers: Linear layers in the head, k (VPT reports k = 2, 3 and 5).
-    hidden: Width of the hidden layers; 0 means the feature width d, as in VPT's code.
-    """
-
-    layers: int = 2
-    hidden: int = 0
-
-    def __post_init__(self) -> None:
-        if self.layers < 1:
-            raise ConfigError(f"layers must be >= 1, got {self.layers}")
-        if self.hidden < 0:
-            raise ConfigError(f"hidden must be >= 0 (0 = the feature width), got {self.hidden}")
-
-    def dims(self, features: int, classes: int) -> list[int]:
-        width = self.hidden or features
-        return [features] + [width] * (self.layers - 1) + [classes]
 
 
 @register_method

@@ -7,28 +7,15 @@ rest stays frozen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from autopetl.errors import ConfigError
-from autopetl.methods.base import Method, MethodConfig, PetlModel, head_params, make_head_tunable
+from autopetl.methods.base import Method, PetlModel, head_params, make_head_tunable
+from autopetl.methods.options.partial import PartialConfig
 from autopetl.methods.registry import register_method
-
-
-@dataclass(frozen=True)
-class PartialConfig(MethodConfig):
-    """Attributes:
-    k: How many of the last blocks train (1 to the backbone's depth).
-    """
-
-    k: int = 1
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ConfigError(f"k must be >= 1, got {self.k}")
 
 
 def _count(module: nn.Module) -> int:

@@ -1,20 +1,41 @@
-"""Methods registered by lowercase name; a duplicate name is a programming error."""
+"""Methods registered by lowercase name; a duplicate name is a programming error.
+
+Importing this module imports every method (see the end of it), so ``METHODS`` always holds them
+all; their names, configs and families are also in :mod:`autopetl.methods.options`, without torch.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from pathlib import Path
 from typing import Any
 
 from autopetl.errors import ConfigError, UnknownMethodError
 from autopetl.methods.base import Method
+from autopetl.methods.options import SPECS
 
 METHODS: dict[str, type[Method]] = {}
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a method available under ``cls.name``."""
+    """Class decorator: make a method available under ``cls.name``; its name, config class and
+    families must be those of its spec in :mod:`autopetl.methods.options` (the command line
+    checks options there, before torch loads)."""
     name = cls.name
     if name != name.lower():
         raise ValueError(f"method names are lowercase: {name!r}")
+    spec = SPECS.get(name)
+    if spec is None:
+        raise ValueError(
+            f"method {name!r} has no options module autopetl/methods/options/{name}.py"
+        )
+    if cls.config_cls is not spec.config_cls or tuple(cls.families) != spec.families:
+        raise ValueError(
+            f"method {name!r}: {cls.__qualname__} says config {cls.config_cls.__qualname__}, "
+            f"families {cls.families}; autopetl/methods/options/{name}.py says "
+            f"{spec.config_cls.__qualname__}, {spec.families}"
+        )
     if name in METHODS and METHODS[name] is not cls:
         raise ValueError(f"method {name!r} is already registered by {METHODS[name].__qualname__}")
     METHODS[name] = cls
@@ -61,3 +82,17 @@ def check_applies(method: Method, backbone: Any) -> None:
     reason = not_applicable(method.name, family) or method.refuses(family)
     if reason:
         raise ConfigError(reason)
+
+
+def _import_every_method() -> None:
+    """Import every public module of :mod:`autopetl.methods`: each registers its method, so adding
+    a method means adding one file (and its options' one). Called once, below, when this module
+    is first imported; a method module that another one imports first is in ``sys.modules``
+    half-done then, and registers itself when it finishes (so method modules must not import
+    each other's names; shared code lives in ``_``-modules such as ``_prompting``)."""
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if not info.name.startswith("_") and info.name not in {"base", "registry", "io", "options"}:
+            importlib.import_module(f"autopetl.methods.{info.name}")
+
+
+_import_every_method()

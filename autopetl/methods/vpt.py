@@ -27,7 +27,6 @@ Swin's own readout, the mean of its image tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,70 +34,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from autopetl.backbones import family_of
-from autopetl.errors import ConfigError
-from autopetl.methods._prompting import READOUTS, PromptedModel, vpt_init_
+from autopetl.methods._prompting import PromptedModel, vpt_init_
 from autopetl.methods._swin_prompting import SwinPromptedModel, swin_blocks
-from autopetl.methods.base import Method, MethodConfig, PetlModel, head_params, make_head_tunable
+from autopetl.methods.base import Method, PetlModel, head_params, make_head_tunable
+from autopetl.methods.options.vpt import LOCATIONS as LOCATIONS  # where it was
+from autopetl.methods.options.vpt import SPEC, VPTConfig
 from autopetl.methods.registry import register_method
-
-
-@dataclass(frozen=True)
-class VPTConfig(MethodConfig):
-    """Attributes:
-    prompt_length: Prompts per layer, p (VPT searches 1 to 200); unused by ``location: add``,
-        whose prompts are one per token.
-    deep: Prompts before every block (VPT-deep) instead of the first only (VPT-shallow).
-    dropout: Dropout on the prompt tokens (VPT's prompt dropout).
-    location: ``prepend`` (the paper's) or ``add``.
-    deep_layers: With ``deep``, how many blocks get prompts; 0 (the paper's), or more than the
-        backbone has: all of them.
-    deep_from: ``first`` (the paper's) or ``last``: which ``deep_layers`` blocks.
-    readout: ``cls`` (the paper's), ``image_pool``, ``prompt_pool`` or ``image_prompt_pool``.
-    """
-
-    prompt_length: int = 10
-    deep: bool = True
-    dropout: float = 0.0
-    location: str = "prepend"
-    deep_layers: int = 0
-    deep_from: str = "first"
-    readout: str = "cls"
-
-    def __post_init__(self) -> None:
-        if self.prompt_length < 1:
-            raise ConfigError(f"prompt_length must be >= 1, got {self.prompt_length}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
-        for name, value, choices in (
-            ("location", self.location, LOCATIONS),
-            ("deep_from", self.deep_from, ("first", "last")),
-            ("readout", self.readout, READOUTS),
-        ):
-            if value not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        if self.deep_layers < 0:
-            raise ConfigError(f"deep_layers must be >= 0 (0: every block), got {self.deep_layers}")
-        if not self.deep and (self.deep_layers or self.deep_from != "first"):
-            raise ConfigError(
-                "deep_layers and deep_from choose deep prompts' blocks: set deep=true"
-            )
-        if self.location == "add" and self.readout in ("prompt_pool", "image_prompt_pool"):
-            raise ConfigError(
-                f"readout {self.readout} reads prompt outputs, which location add does not have "
-                "(its prompts are added to the tokens); use cls or image_pool"
-            )
-
-    def prompted_blocks(self, blocks: int) -> list[int]:
-        """The blocks that get prompts, in a ViT of ``blocks`` blocks."""
-        if not self.deep:
-            return [0]
-        # More than the backbone has is every block: one space serves ViT-S and a 4-block smoke
-        # model alike.
-        k = min(self.deep_layers or blocks, blocks)
-        return list(range(k)) if self.deep_from == "first" else list(range(blocks - k, blocks))
-
-
-LOCATIONS = ("prepend", "add")
 
 
 def _tokens(backbone: VisionTransformer) -> int:
@@ -170,7 +111,7 @@ class VPT(Method):
     changes_backbone = False
     config_cls = VPTConfig
     config: VPTConfig
-    families = ("vit", "swin")
+    families = SPEC.families
 
     def refuses(self, family: str) -> str | None:
         if family == "swin" and self.config.location != "prepend":

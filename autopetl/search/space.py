@@ -30,11 +30,10 @@ from typing import Any
 import yaml
 
 from autopetl.errors import ConfigError
-from autopetl.methods import METHODS, get_method
+from autopetl.methods.options import method_names, method_spec
 from autopetl.search.defaults import SAMPLERS
 from autopetl.search.space_files import SPACES_DIR as SPACES_DIR  # re-exported: the built-in spaces
 from autopetl.search.space_files import SpaceError, resolve_space_path
-from autopetl.training import TrainConfig
 from autopetl.trial import TRAIN_KEYS, TRAIN_PREFIX, tune_config
 
 _DIST_TYPES = ("float", "int", "categorical")
@@ -228,9 +227,9 @@ def parse_space(data: Any, *, name: str, where: str) -> SearchSpace:
         raise SpaceError(f"{where}: 'methods' must map at least one method name to its parameters")
     methods: dict[str, tuple[Param, ...]] = {}
     for method, params in methods_data.items():
-        if method not in METHODS:
+        if method not in method_names():
             raise SpaceError(
-                f"{where}: methods.{method}: unknown method; known: {', '.join(sorted(METHODS))}"
+                f"{where}: methods.{method}: unknown method; known: {', '.join(method_names())}"
             )
         methods[method] = _parse_method(method, params or {}, where)
     train_data = data.get("train") or {}
@@ -243,7 +242,7 @@ def parse_space(data: Any, *, name: str, where: str) -> SearchSpace:
                 f"{where}: train.{key}: unknown training parameter; known: {', '.join(TRAIN_KEYS)}"
             )
         param = _parse_param(key, spec, f"{where}: train.{key}")
-        _check_values(param, f"{where}: train.{key}", lambda v, k=key: TrainConfig(**{k: v}))
+        _check_values(param, f"{where}: train.{key}", lambda v, k=key: _train_config(k, v))
         train.append(param)
     sampler = data.get("sampler", "tpe")
     if sampler not in SAMPLERS:
@@ -262,7 +261,7 @@ def parse_space(data: Any, *, name: str, where: str) -> SearchSpace:
 def _parse_method(method: str, params: Any, where: str) -> tuple[Param, ...]:
     if not isinstance(params, dict):
         raise SpaceError(f"{where}: methods.{method} must map option names to ranges or values")
-    config_cls = get_method(method).config_cls
+    config_cls = method_spec(method).config_cls
     valid = {f.name for f in fields(config_cls)}
     out = []
     own_train = params.get("train", {})
@@ -274,7 +273,7 @@ def _parse_method(method: str, params: Any, where: str) -> tuple[Param, ...]:
             allowed = ", ".join(k for k in TRAIN_KEYS if k != "epochs")
             raise SpaceError(f"{at}: not a per-method training parameter; known: {allowed}")
         param = _parse_param(f"{method}{TRAIN_PREFIX}{key}", spec, at)
-        _check_values(param, at, lambda v, k=key: TrainConfig(**{k: v}))
+        _check_values(param, at, lambda v, k=key: _train_config(k, v))
         out.append(param)
     for key, spec in params.items():
         if key == "train":
@@ -350,6 +349,14 @@ def _parse_param(name: str, spec: Any, at: str) -> Param:
     return Param(name, kind, low=low, high=high, log=log, step=step)
 
 
+def _train_config(key: str, value: Any) -> Any:
+    """A TrainConfig with one value set: the trainer's own checks of it (without torch, as the
+    methods' options are checked: :mod:`autopetl.train_config`, :mod:`autopetl.methods.options`)."""
+    from autopetl.train_config import TrainConfig
+
+    return TrainConfig(**{key: value})
+
+
 def edge_values(param: Param) -> list[Any]:
     """The values that bound what a parameter can take: its fixed value, its choices, or its
     range's two ends."""
@@ -412,4 +419,6 @@ def max_epochs(space: SearchSpace) -> int:
     for p in space.train:
         if p.name == "epochs":
             return int(max(p.grid_values()) if p.kind in ("categorical", "fixed") else p.high or 0)
+    from autopetl.train_config import TrainConfig
+
     return TrainConfig().epochs

@@ -60,8 +60,8 @@ def check_data_here(task: TaskSpec, data_root: Path | None) -> None:
         else split_file(root, task.folder, "train800")
     )
     raise DataUnavailableError(
-        f"{task.name}: no {missing}; pass --data-root DIR where DIR holds {task.folder}/ "
-        f"(expects {expects})"
+        f"{task.name}: {missing} does not exist; pass --data-root DIR where DIR holds "
+        f"{task.folder}/ (expects {expects})"
     )
 
 
