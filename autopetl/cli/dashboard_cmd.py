@@ -100,7 +100,8 @@ def _check_port(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("streamlit") is None:
         raise ConfigError("the dashboard needs streamlit: pip install 'streamlit>=1.40'")
-    from autopetl.store import resolve_url, safe_url
+    from autopetl.cli._invocation import runnable
+    from autopetl.store import database_exists, resolve_url, safe_url
 
     url = resolve_url(args.db)  # a bad URL fails here, in one line, not in the browser
     _check_port(args.host, args.port)
@@ -113,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
         f"autopetl dashboard on http://{shown_host}:{args.port} "
         f"(database {safe_url(url)}; app {app}); Ctrl-C stops it"
     )
+    if not database_exists(url):  # not a mistake: the page waits for the first search
+        err_console.print(
+            f"note: there is no database at {url.database} yet; the dashboard shows it once "
+            + runnable("`autopetl search` or `autopetl train` creates it"),
+            markup=False,
+        )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(
             f"warning: bound to {args.host}: anyone who can reach this machine can "
