@@ -36,6 +36,10 @@ def cpu_has_bf16_units() -> bool:
     """True when this CPU computes bf16 dot products natively (AVX512-BF16 or AMX tiles)."""
     import torch
 
+    # ATen limited to older vector units (ATEN_CPU_CAPABILITY=avx2, as on a CPU without AVX-512,
+    # or to measure what one gets) runs bf16 without them, however the CPU itself is built.
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
     # torch exposes these only as private helpers; a torch without them means "don't know", so fp32.
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         check = getattr(torch.cpu, probe, None)

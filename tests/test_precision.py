@@ -38,7 +38,22 @@ def test_cpu_bf16_units_match_the_cpu_flags():
             flags = f.read()
     except OSError:
         pytest.skip("no /proc/cpuinfo on this platform")
-    assert cpu_has_bf16_units() == ("avx512_bf16" in flags or "amx_tile" in flags)
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    assert cpu_has_bf16_units() == (avx512 and ("avx512_bf16" in flags or "amx_tile" in flags))
+
+
+def test_aten_held_to_avx2_means_no_bf16_units():
+    """ATEN_CPU_CAPABILITY=avx2 (what a CPU without AVX-512 runs): auto is fp32 there."""
+    import subprocess
+    import sys
+
+    probe = "from autopetl.precision import cpu_has_bf16_units as f; print(f())"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**__import__("os").environ, "ATEN_CPU_CAPABILITY": "avx2"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def _attention_flags(model: torch.nn.Module) -> list[bool]:
