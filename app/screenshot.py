@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,13 @@ RUNNING_JS = "document.querySelectorAll('[data-testid=\"stStatusWidget\"]').leng
 
 @dataclass(frozen=True)
 class Capture:
-    """What the page looked like: PNG bytes, the rendered DOM, and how many charts were drawn."""
+    """What the page looked like: PNG bytes, the rendered DOM, how many charts were drawn, and
+    the values of the ``probes`` passed to :func:`capture`, in order."""
 
     png: bytes
     dom: str
     plots: int
+    probed: tuple[Any, ...] = ()
 
 
 def find_chromium() -> str | None:
@@ -85,7 +88,14 @@ class _DevTools:
                 return message.get("result", {})
 
     def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        """The value of a JavaScript expression in the page (a promise's once it settles)."""
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in result:  # the expression threw: say what, not None
+            details = result["exceptionDetails"]
+            error = details.get("exception", {}).get("description") or details.get("text")
+            raise RuntimeError(f"JavaScript error: {error}")
         return result.get("result", {}).get("value")
 
 
@@ -112,11 +122,14 @@ def capture(
     timeout: float = 90.0,
     settle: float = 2.0,
     tab: str | None = None,
+    probes: Sequence[tuple[str | None, str]] = (),
 ) -> Capture:
     """Open ``url``, wait for ``min_plots`` drawn plotly charts and an idle app, and capture.
 
     ``tab`` names a tab of the page ("Compare") to show before the capture; the first is shown
-    otherwise.
+    otherwise. ``probes`` are ``(tab, JavaScript expression)`` pairs evaluated after the capture,
+    in order, in the same page: each shows its tab first (None: the one shown) and lets it
+    settle; their values are the capture's ``probed``.
 
     Raises:
         RuntimeError: Chromium is missing or failed.
@@ -176,9 +189,16 @@ def capture(
                 plots = int(tools.evaluate(PLOTS_JS) or 0)
                 shot = tools.call("Page.captureScreenshot", format="png")
                 dom = str(tools.evaluate("document.documentElement.outerHTML") or "")
+                probed: list[Any] = []
+                for probe_tab, expression in probes:
+                    if probe_tab is not None:
+                        if not tools.evaluate(_click_tab_js(probe_tab)):
+                            raise RuntimeError(f"the page has no tab named {probe_tab!r}")
+                        time.sleep(settle)
+                    probed.append(tools.evaluate(expression))
         finally:
             _stop_group(proc)
-    result = Capture(base64.b64decode(shot["data"]), dom, plots)
+    result = Capture(base64.b64decode(shot["data"]), dom, plots, tuple(probed))
     if plots < min_plots:
         error = TimeoutError(f"{plots} plotly chart(s) drawn after {timeout:.0f} s at {url}")
         error.capture = result  # type: ignore[attr-defined]

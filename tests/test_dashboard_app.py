@@ -198,6 +198,43 @@ def test_test_accuracy_with_error_bars_once_evaluated(
         list(means), [(means[k], t.tunable_params) for k, t in zip(means, evaluated, strict=True)]
     )
     assert front["ids"] == expected
+    # The report's method labels carry the backbone ("adapter · vit_tiny_patch16_224 (random
+    # init, 32 px)"): too wide for one line of its column, they wrap, on rows tall enough for
+    # the most lines any label takes, so the grid stays within the page.
+    report = next(d for d in at.dataframe if list(d.value.columns)[:2] == ["source", "method"])
+    labels = list(report.value["method"])
+    assert labels and all(" · vit_tiny_patch16_224 (random init, 32 px)" in x for x in labels)
+    config = json.loads(report.proto.columns)
+    width = config["method"]["width"]
+    assert width == page.REPORT_LABEL_PX
+    room = width - data.GRID_CELL_PADDING_PX
+    assert max(data.text_px(x) for x in labels) > room
+    lines = max(data.wrapped_lines(x, room) for x in labels)
+    assert lines > 1
+    assert report.proto.row_height >= max(data.GRID_WRAP_MIN_ROW_PX, data.GRID_LINE_PX * lines)
+    # The other columns keep the grid's fit to their header and cells (no width is set).
+    assert [c for c in config if c != "_index"] == ["method"]
+
+
+def test_table_text_estimates_wrap_like_the_grid() -> None:
+    assert data.text_px("") == 0
+    # Each character counts as the widest of its class; unknown ones as wide ones.
+    m, e, a, n, space, paren, one, t, s, k = 11.7, 7.1, 7.1, 7.9, 3.7, 4.9, 7.1, 4.9, 6.7, 7.1
+    assert data.text_px("mean (1 task)") == pytest.approx(
+        m + e + a + n + space + paren + one + space + t + a + s + k + paren
+    )
+    assert data.text_px("好") == data.OTHER_CHAR_PX
+    word = data.text_px("abc")
+    assert data.wrapped_lines("abc abc abc", 3 * word + 2 * space) == 1
+    assert data.wrapped_lines("abc abc abc", 2 * word + space) == 2
+    assert data.wrapped_lines("abc abc abc", word) == 3
+    # A word wider than the line is broken between characters, as the grid breaks it.
+    assert data.wrapped_lines("abcabcabc", word) == 3
+    assert data.wrapped_column(["short", "labels"], 200) is None
+    # 184 px of text: "lora ·", then 60 x (6.7 px) at 27 a line.
+    label = data.wrapped_column(["lora · " + "x" * 60], 200)
+    assert label is not None and label.width == 200 and label.lines == 1 + 3
+    assert label.row_height == data.GRID_LINE_PX * 4 + 10
 
 
 def test_missing_database_shows_how_to_run_a_search(

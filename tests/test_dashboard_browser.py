@@ -7,6 +7,7 @@ Needs Debian's ``chromium``; without it the test skips, unless ``AUTOPETL_REQUIR
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from autopetl.backbones import describe
+from autopetl.dashboard import data
 from autopetl.store import open_store
 
 # A docs and test tool, not part of the library: app/screenshot.py, beside the app it shoots.
@@ -43,25 +46,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Names as long as real ones (a search's default name ends in its start time), and a real
+# backbone, whose label in the report ("linear · vit_small_patch14_dinov2 (vit_small_patch14_
+# dinov2.safetensors, 28 px)") is wider than a column of the page has room for.
+SEARCH = "dsprites_loc-default-20261206-101500-browser"
+TRAIN_RUN = "train-dsprites_loc-lora-20261206-101500-oneoff"
+BACKBONE = {
+    "name": "vit_small_patch14_dinov2",
+    "weights": "/weights/vit_small_patch14_dinov2.safetensors",
+    "img_size": 28,
+}
+
+
 def _fill(url: str) -> None:
-    """A finished search of three methods, with costs and learning curves, written directly."""
+    """A finished, evaluated search of three methods, with costs and learning curves, and a
+    one-off train run, written directly."""
     with open_store(url) as store:
         store.upsert_search(
-            "browser", "vtab/dsprites_loc", "default", {"methods": {}}, {"name": "tiny"}, budget=6
+            SEARCH, "vtab/dsprites_loc", "default", {"methods": {}}, BACKBONE, budget=6
         )
         points = [("linear", 0.31, 1_000), ("vpt", 0.52, 4_000), ("vpt", 0.45, 9_000)]
         points += [("lora", 0.61, 20_000), ("lora", 0.58, 60_000), ("adapter", 0.66, 150_000)]
         for i, (method, acc, params) in enumerate(points):
             key = str(i)
             store.upsert_trial(
-                "browser", key, number=i, method=method, config={"method": method, "lr": 1e-3}
+                SEARCH, key, number=i, method=method, config={"method": method, "lr": 1e-3}
             )
             for epoch in (1, 2):
                 store.upsert_epoch(
-                    "browser", key, epoch=epoch, train_loss=2.0 / epoch, val_acc=acc * epoch / 2
+                    SEARCH, key, epoch=epoch, train_loss=2.0 / epoch, val_acc=acc * epoch / 2
                 )
             store.upsert_trial(
-                "browser",
+                SEARCH,
                 key,
                 status="completed",
                 val_acc=acc,
@@ -70,20 +86,37 @@ def _fill(url: str) -> None:
                 cost={"wall_time_s": 3.0, "images_per_s": 100.0, "peak_memory_mb": 50.0},
                 epochs_done=2,
             )
-        store.set_search_status("browser", "completed")
+            for seed in (0, 1):
+                store.upsert_evaluation(
+                    SEARCH, key, seed=seed, split="test", test_acc=acc - 0.01 * seed
+                )
+        store.set_search_status(SEARCH, "completed")
+        store.upsert_search(
+            TRAIN_RUN, "vtab/dsprites_loc", "default", {}, BACKBONE, budget=1,
+            options={"command": "train"},
+        )  # fmt: skip
+        store.upsert_trial(TRAIN_RUN, "0", number=0, method="lora", config={"method": "lora"},
+                           status="completed", val_acc=0.5, tunable_params=30_000)  # fmt: skip
+        store.set_search_status(TRAIN_RUN, "completed")
 
 
-@pytest.fixture
-def dashboard(tmp_path: Path) -> Iterator[str]:
-    """`autopetl dashboard` on a filled database; yields its URL, stops it afterwards."""
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`autopetl dashboard` on a filled database, shared by this module's tests; yields its
+    URL, stops it afterwards."""
+    tmp_path = tmp_path_factory.mktemp("dashboard")
     url = f"sqlite:///{tmp_path / 'browser.db'}"
     _fill(url)
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
+    # Started before the per-test isolation applies: its own cache and home, no stray data.
+    env = {k: v for k, v in os.environ.items() if k not in ("AUTOPETL_DATA", "AUTOPETL_DB")}
+    env |= {"AUTOPETL_CACHE": str(tmp_path / "cache"), "AUTOPETL_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "autopetl", "dashboard", "--db", url, "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -165,3 +198,106 @@ def test_screenshot_command_writes_a_png_and_leaves_no_browser(
     assert out.read_bytes().startswith(b"\x89PNG")
     # Chromium and all its helpers are gone once the command returns.
     assert _chromium_processes() == before
+
+
+# In the page: which texts are cut. A text is cut where its element is narrower or lower than
+# what it holds (scrollWidth > clientWidth: Streamlit cuts it with overflow hidden, an ellipsis or
+# a fixed height).
+_CUT_JS = """
+const shown = (e) => e.getClientRects().length > 0;
+const cut = (e) => e.scrollWidth > e.clientWidth || e.scrollHeight > e.clientHeight;
+"""
+# Sidebar chips (the name is its span[title], in a span[data-tag]) and selectbox values.
+NAMES_JS = (
+    "(() => {"
+    + _CUT_JS
+    + """
+const sidebar = document.querySelector('[data-testid="stSidebar"]');
+const chips = [...sidebar.querySelectorAll('[data-tag]')].filter(shown).map((tag) => {
+  const text = tag.querySelector('span[title]');
+  return [text.textContent, cut(tag) || cut(text)];
+});
+const boxes = [...document.querySelectorAll('[data-testid="stSelectbox"] input')]
+  .filter(shown).map((box) => [box.value, cut(box)]);
+return {sidebar: sidebar.getBoundingClientRect().width, chips, boxes};
+})()"""
+)
+# The One-off train runs dropdown, opened: its options (a name in each row's div).
+OPTIONS_JS = (
+    "(async () => {"
+    + _CUT_JS
+    + """
+const box = [...document.querySelectorAll('[data-testid="stMultiSelect"]')]
+  .find((m) => m.innerText.includes('One-off train runs'));
+box.querySelector('button[aria-haspopup]').click();
+await new Promise((done) => setTimeout(done, 1000));
+const options = [...document.querySelectorAll(
+  '[data-testid="stMultiSelectDropdown"] [role="option"] > div')].filter(shown);
+return options.map((o) => [o.textContent, cut(o)]);
+})()"""
+)
+
+
+def _report_js(texts: dict[str, float]) -> str:
+    """The report grid's scroll width against its visible width, its headers, and each text of
+    ``texts`` whose width as drawn in the grid's font exceeds its estimate there."""
+    return (
+        "(async () => {"
+        + _CUT_JS
+        + f"const estimates = {json.dumps(texts)};"
+        + """
+await document.fonts.ready;
+const grid = [...document.querySelectorAll('[data-testid="stDataFrame"]')].filter(shown)[0];
+const scroller = grid.querySelector('.dvn-scroller');
+const canvas = document.createElement('canvas').getContext('2d');
+canvas.font = '400 14px ' + getComputedStyle(document.body).fontFamily;
+const over = Object.entries(estimates)
+  .map(([text, px]) => [text, canvas.measureText(text).width, px])
+  .filter(([, drawn, px]) => drawn > px);
+return {
+  scroll: [scroller.scrollWidth, scroller.clientWidth],
+  headers: [...grid.querySelectorAll('th')].map((th) => th.textContent),
+  font: canvas.font, over,
+};
+})()"""
+    )
+
+
+def test_long_names_and_the_report_columns_are_shown_whole(dashboard: str, tmp_path: Path) -> None:
+    chromium = _need_chromium()
+    # Every character the text estimates know, ten in a row (a width to 0.1 px), and the
+    # report's own labels: none is wider as drawn than estimated.
+    texts = {ch * 10: data.text_px(ch * 10) for ch in data.CHAR_PX}
+    labels = [f"{m} · {describe(BACKBONE)}" for m in ("linear", "adapter")]
+    texts |= {label: data.text_px(label) for label in labels}
+    shot = capture(
+        dashboard,
+        chromium=chromium,
+        min_plots=2,
+        timeout=120,
+        probes=[
+            (None, NAMES_JS),
+            (None, OPTIONS_JS),
+            ("Search progress", NAMES_JS),
+            ("Report", _report_js(texts)),
+        ],
+    )
+    (tmp_path / "dashboard.png").write_bytes(shot.png)
+    pareto, options, progress, report = shot.probed
+    assert pareto["sidebar"] >= 360
+    # The Searches chip and the Methods chips, each name whole (wrapped, not cut).
+    chips = dict(pareto["chips"])
+    assert SEARCH in chips and "lora" in chips, pareto
+    assert not [name for name, cut in pareto["chips"] if cut], pareto
+    # The train run's name in the dropdown, whole.
+    assert options == [[TRAIN_RUN, False]], options
+    # A search name in a selectbox: the trial picked (Pareto tab), the search (progress tab).
+    boxes = pareto["boxes"] + progress["boxes"]
+    named = [(value, cut) for value, cut in boxes if SEARCH in value]
+    assert len(named) == 2 and not any(cut for _, cut in named), boxes
+    # The report: every column within the page (the grid needs no sideways scroll), headers
+    # included, and the estimates its label column is laid out by are upper bounds as drawn.
+    scroll_width, visible_width = report["scroll"]
+    assert scroll_width <= visible_width, report
+    assert report["headers"][-2:] == ["mean (1 task)", "mean of group means"], report
+    assert not report["over"], report

@@ -333,3 +333,71 @@ def config_lines(config: dict[str, Any]) -> list[str]:
     (:func:`autopetl.trial.shown_config`)."""
     method = [f"method = {config['method']}"] if "method" in config else []
     return method + [f"{k} = {shown_value(v)}" for k, v in shown_config(config).items()]
+
+
+# -- table layout ---------------------------------------------------------------------------------
+# Streamlit 1.67's st.dataframe (a canvas grid) draws text in Source Sans at 14 px, 8 px in from
+# each side of a cell, and wraps it onto more lines only in rows taller than 4rem (64 px).
+# Character widths in px as Chromium draws that font, by class: each class counts as its widest
+# member, so an estimate is never less than the drawn width (tests/test_dashboard_browser.py
+# measures them); a character of no class counts as a wide one.
+_CHAR_PX_CLASSES = {
+    3.7: " |ij',.:;·lI",
+    4.9: "f!()[]{}-tr/\\",
+    6.7: '*s?z"cJxvyY',
+    7.1: "–LFke0123456789#$+<=>^~±×_ag",
+    7.9: "XSVZETA`ohuCnbdpqµ",
+    9.3: "PRKB&DGUNHOQ",
+    11.7: "wMW—%m",
+}
+CHAR_PX = {ch: px for px, chars in _CHAR_PX_CLASSES.items() for ch in chars}
+OTHER_CHAR_PX = 14.0
+GRID_CELL_PADDING_PX = 16  # 8 px on each side
+GRID_LINE_PX = 20  # one wrapped line of 14 px text
+GRID_WRAP_MIN_ROW_PX = 65  # the grid wraps text only in rows taller than 64 px
+
+
+def text_px(text: str) -> float:
+    """An upper bound of the width of ``text`` in the table font, in px."""
+    return sum(CHAR_PX.get(ch, OTHER_CHAR_PX) for ch in text)
+
+
+def wrapped_lines(text: str, width_px: float) -> int:
+    """The lines ``text`` takes wrapped into ``width_px``: at spaces, as the grid wraps, and a
+    word wider than a line broken between characters (the grid breaks it too)."""
+    lines, used = 1, 0.0
+    space = CHAR_PX[" "]
+    for word in text.split():
+        wide = text_px(word)
+        if used and used + space + wide <= width_px:
+            used += space + wide
+            continue
+        if used:
+            lines, used = lines + 1, 0.0
+        for ch in word:
+            px = CHAR_PX.get(ch, OTHER_CHAR_PX)
+            if used and used + px > width_px:
+                lines, used = lines + 1, 0.0
+            used += px
+    return lines
+
+
+@dataclass(frozen=True)
+class WrappedColumn:
+    """A table column whose texts wrap: its width and the row height that fits every text."""
+
+    width: int
+    row_height: int
+    lines: int
+
+
+def wrapped_column(texts: Sequence[str], max_px: int) -> WrappedColumn | None:
+    """How to show ``texts`` whole in a column at most ``max_px`` wide (padding included): None
+    where each fits on one line (the grid sizes the column to them), otherwise that width and
+    rows tall enough for the most lines any text wraps onto."""
+    room = max_px - GRID_CELL_PADDING_PX
+    if all(text_px(t) <= room for t in texts):
+        return None
+    lines = max(wrapped_lines(t, room) for t in texts)
+    height = max(GRID_WRAP_MIN_ROW_PX, GRID_LINE_PX * lines + 10)  # 5 px above and below
+    return WrappedColumn(width=max_px, row_height=height, lines=lines)

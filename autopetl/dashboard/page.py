@@ -29,19 +29,33 @@ DB_ENV = "AUTOPETL_DB"
 REFRESH_S = 5.0  # how often the progress tab re-reads a running search
 ACCURACY_LABELS = {"val": "validation (the search's objective)", "test": "test (evaluated trials)"}
 MAX_SIDE_BY_SIDE = 3
-# Search names and backbones are long ("curves-dsprites_loc-28px", "vit_small_patch14_dinov2
-# (vit_small_patch14_dinov2.safetensors, 28 px)"): a wider sidebar, and chips that show the whole
-# name (Streamlit cuts a multiselect chip at a fixed width with an ellipsis).
+REPORT_LABEL_PX = 260  # the Report table's method column, where its labels wrap
+# Search names are long ("dsprites_loc-default-20261205-134501"): the sidebar starts wider than
+# Streamlit's default (300 px in 1.67; the user can still drag it), and a name wraps onto more
+# lines instead of being cut. In Streamlit 1.67 (react-aria) a multiselect chip is a
+# `span[data-tag]` of a fixed height holding the name in a `span[title]` that never wraps (cut
+# with an ellipsis), and a dropdown option is a fixed 40 px row holding the name in a `div` that
+# never wraps (clipped): there, two lines of 1.2 line height fit the row.
+SIDEBAR_WIDTH_PX = 360
 PAGE_CSS = """<style>
-section[data-testid="stSidebar"] { min-width: 360px; }
-section[data-testid="stSidebar"] span[data-baseweb="tag"] { max-width: none; height: auto; }
-section[data-testid="stSidebar"] span[data-baseweb="tag"] span { max-width: none; white-space: normal; }
+[data-testid="stMultiSelect"] [data-tag] { height: auto; min-height: 28px; }
+[data-testid="stMultiSelect"] [data-tag] > span[title] {
+  white-space: normal; overflow-wrap: anywhere; text-overflow: clip;
+}
+:is([data-testid="stMultiSelectDropdown"], [data-testid="stSelectboxVirtualDropdown"])
+  [role="option"] > div {
+  height: auto; white-space: normal; overflow-wrap: anywhere; line-height: 1.2;
+}
 </style>"""
 
 
 def render() -> None:
     """Draw the whole page for the database in ``AUTOPETL_DB`` (the default one if unset)."""
-    st.set_page_config(page_title="autopetl dashboard", layout="wide")
+    st.set_page_config(
+        page_title="autopetl dashboard",
+        layout="wide",
+        initial_sidebar_state=SIDEBAR_WIDTH_PX,
+    )
     url = os.environ.get(DB_ENV) or None
     opened = data.open_for_reading(url)
     if opened.store is None:
@@ -472,7 +486,21 @@ def report_tab(store: Store) -> None:
         [[row.source, *report_mod.cells(rep, row)] for row in rep.rows],
         columns=["source", *report_mod.header(rep)],
     )
-    st.dataframe(table, hide_index=True, width="stretch", key="report_table")
+    # Our rows' labels carry the backbone ("lora · vit_small_patch14_dinov2 (vit_small_patch14_
+    # dinov2.safetensors, 28 px)", ~490 px): a column fit to them pushes the grid past the page's
+    # right edge, cutting the last columns. They wrap instead, in a narrower column; the other
+    # columns keep the grid's fit to their header and cells.
+    label = data.wrapped_column(list(table["method"]), REPORT_LABEL_PX)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={}
+        if label is None
+        else {"method": st.column_config.Column(width=label.width)},
+        row_height=None if label is None else label.row_height,
+        key="report_table",
+    )
     st.download_button(
         "Download CSV",
         report_mod.to_csv(rep),
