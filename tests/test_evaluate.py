@@ -20,6 +20,7 @@ import autopetl.tasks.data
 import autopetl.training
 from autopetl.backbones import SMOKE_BACKBONE, build_backbone, describe, input_stats
 from autopetl.cli import main
+from autopetl.cli._invocation import command
 from autopetl.evaluation import (
     best_configuration,
     configuration_results,
@@ -151,7 +152,9 @@ def test_missing_search_is_a_clear_error(sqlite_url, capsys):
     open_store(sqlite_url).close()  # an existing, empty database
     assert main(["evaluate", "--search", "ghost", "--db", sqlite_url]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["autopetl: error: no search named 'ghost'; `autopetl searches` lists them"]
+    # The fix is named as the user can run it (plain `autopetl` once the venv is activated).
+    fix = command("searches")
+    assert err == [f"autopetl: error: no search named 'ghost'; `{fix}` lists them"]
 
 
 def test_search_without_completed_trials_is_a_clear_error(sqlite_url, capsys):
