@@ -95,6 +95,24 @@ def parse_args() -> argparse.Namespace:
         default=1.0,
         help="mfu: scale every timing's minimum duration (below 1: faster, noisier figures)",
     )
+    parser.add_argument(
+        "--warm-wait",
+        type=float,
+        default=10.0,
+        help="search: seconds the warm-worker ablation waits for its prestarted workers",
+    )
+    parser.add_argument(
+        "--warm-attempts",
+        type=int,
+        default=3,
+        help="search: sessions the ablation starts until one lands on warm workers",
+    )
+    parser.add_argument(
+        "--matmul-sizes",
+        default="",
+        help="square GEMM sides for the matmul peak, e.g. 256,512 (default: 1024,2048 quick; "
+        "512,1024,2048 full; larger on a GPU)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     return parser.parse_args()
 
@@ -159,14 +177,20 @@ def section_mfu(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         flush=True,
     )
     device = args.device
-    sizes = (1024, 2048) if args.quick else (512, 1024, 2048)
+    sizes: tuple[int, ...] = (1024, 2048) if args.quick else (512, 1024, 2048)
     if device == "cuda":  # a GPU reaches its peak only on large matrices
         sizes = (4096, 8192) if args.quick else (2048, 4096, 8192)
-    squares = [(n, n, n) for n in sizes]
+    if args.matmul_sizes:
+        sizes = tuple(int(n) for n in args.matmul_sizes.split(","))
     gemms = model_gemm_shapes(model.backbone.blocks[0], tokens, args.batch_size)
     seconds = (0.5 if args.quick else 1.5) * args.time_scale
     peaks: dict[str, Any] = {}
     for dtype in (torch.float32, torch.bfloat16):
+        shown = sizes
+        if dtype == torch.bfloat16 and device != "cuda" and not ctx["bf16"]["has_bf16_units"]:
+            # Without bf16 units a 2048^3 bf16 GEMM takes 40 s (AVX2): its peak is a 512^3's.
+            shown = tuple(n for n in sizes if n <= 512) or (512,)
+        squares = [(n, n, n) for n in shown]
         rows = matmul_flops(squares + gemms, dtype, min_seconds=seconds, device=device)
         name = str(dtype).removeprefix("torch.")
         peaks[name] = {
@@ -452,7 +476,9 @@ def section_search(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     out = search_overhead(sizes, cpus=os.cpu_count() or 1)
     out["optuna_storage"] = optuna_storage_cost()
     # The ablation that isolates the fixed cost: the largest search with warm workers, then cold.
-    out["warm_workers"] = warm_worker_search(max(sizes), cpus=os.cpu_count() or 1)
+    out["warm_workers"] = warm_worker_search(
+        max(sizes), cpus=os.cpu_count() or 1, wait_s=args.warm_wait, attempts=args.warm_attempts
+    )
     return out
 
 

@@ -18,8 +18,9 @@ def test_renders_match_real_frames():
 
     frames = [np.asarray(f.convert("L")) > 127 for f in ImageSequence.Iterator(Image.open(GIF))]
     assert len(frames) == 320
-    # Every 8th frame keeps the test at a few seconds; benchmarks/dsprites_fidelity.py does all 320.
-    ious = np.array([D.best_iou(f)[0] for f in frames[::8]])
+    # Every 16th frame (20) keeps the test at seconds on 2 cores; benchmarks/dsprites_fidelity.py
+    # does all 320.
+    ious = np.array([D.best_iou(f)[0] for f in frames[::16]])
     assert ious.mean() >= 0.9, f"mean best IoU {ious.mean():.3f} < 0.9"
 
 
