@@ -124,6 +124,10 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # What the kernels run with: ATEN_CPU_CAPABILITY can hold ATen below the CPU's units, and
+        # precision=auto follows (autopetl.precision.cpu_has_bf16_units).
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
     }
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -718,7 +722,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{m.get('model_name')} (family {m.get('cpu_family')}, model {m.get('model')}), "
         f"{m['cpus']} CPUs, {m['torch_threads']} torch threads, bf16 units: "
-        f"{report['bf16']['has_bf16_units']} ({', '.join(m.get('bf16_flags', []))}); "
+        f"{report['bf16']['has_bf16_units']} ({', '.join(m.get('bf16_flags', []))}; ATen "
+        f"{m.get('aten_cpu_capability', '?')}, oneDNN ISA {m.get('onednn_max_cpu_isa', '?')}); "
         f"torch {m['torch']}; load average {report['load_start']} at start, "
         f"{report['load_end']} at end; {report['when']} ({report['seconds']:.0f} s); "
         f"device: {report.get('device', 'cpu')}.",

@@ -60,7 +60,14 @@ def test_perf_runs_and_a_frozen_backbone_step_costs_about_two_forwards(tmp_path)
     assert all(r["peak_total_mib"] > 0 for r in memory["rows"])
     profile = report["sections"]["profile"]
     assert Path(profile["file"]).is_file()  # next to --out
-    assert "| figure | value | ratio of |" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| figure | value | ratio of |" in md
+    # Every figure says which CPU it is from: the model, its bf16 units, and what ATen ran with.
+    machine = report["machine"]
+    assert (
+        machine["aten_cpu_capability"] in md
+        and f"bf16 units: {report['bf16']['has_bf16_units']}" in md
+    )
 
 
 def test_perf_search_section_splits_the_overhead_of_real_searches(tmp_path):
