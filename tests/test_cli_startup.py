@@ -135,6 +135,11 @@ def test_a_search_refused_for_a_missing_weights_file_writes_no_database(tmp_path
             "no evaluated configuration of vtab/dsprites_loc",
         ),
         (["serve", "--task", "vtab/nosuch"], "unknown task 'vtab/nosuch'"),
+        # a repeated --task adds to the list (it once kept the last one only)
+        (
+            ["serve", "--task", "vtab/nosuch", "--task", "vtab/dsprites_loc"],
+            "unknown task 'vtab/nosuch'",
+        ),
         (["serve", "--trial", "real"], "--trial expects SEARCH:KEY"),
         (["trials", "--search", "nosuch"], "no search named 'nosuch'"),
     ],

@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument(
         "--task",
         nargs="+",
+        action="extend",  # `--task a b` and `--task a --task b` both serve a and b
         metavar="T",
         help="tasks to serve, each with its best evaluated configuration (every search pooled)",
     )
