@@ -264,3 +264,18 @@ def test_the_dashboard_and_the_search_summary_show_a_config_as_trials_does() -> 
     config = {"method": "linear", "linear.train.lr": 0.013213, "weight_decay": 0.001}
     assert shown_config(config) == {"lr": 0.013213, "weight_decay": 0.001}
     assert config_lines(config) == ["method = linear", "lr = 0.0132", "weight_decay = 0.001"]
+
+
+def test_evaluates_results_show_a_config_as_trials_does(capsys) -> None:
+    from autopetl.cli._console import console
+    from autopetl.cli.evaluate_cmd import results_table
+    from autopetl.evaluation import ConfigurationResult
+
+    config = {"method": "linear", "linear.train.lr": 0.11813, "weight_decay": 0.0096, "epochs": 2}
+    result = ConfigurationResult(
+        "s", "vtab/dsprites_loc", "55", "linear", config, {}, (0, 1), (0.07, 0.06), 0.065, 0.007,
+        1040, 0,
+    )  # fmt: skip
+    console.print(results_table("s", [result]))
+    out = capsys.readouterr().out
+    assert "lr=0.118 weight_decay=0.0096 epochs=2" in out and "linear.train" not in out, out

@@ -15,7 +15,7 @@ from autopetl.cli._invocation import command
 from autopetl.cli._options import add_data_options
 from autopetl.cli.store_cmd import add_db_option
 from autopetl.precision import PRECISION_HELP, PRECISIONS
-from autopetl.trial import flat_of
+from autopetl.trial import shown_config, shown_value
 
 if TYPE_CHECKING:
     from autopetl.evaluation import ConfigurationResult, EvaluationRun
@@ -105,7 +105,7 @@ def results_table(search: str, results: list[ConfigurationResult]) -> Table:
     table.add_column("w/o head", justify="right")
     table.add_column("config", overflow="fold", min_width=10)
     for r in sorted(results, key=lambda r: -r.mean):
-        config = {k: v for k, v in flat_of(r.config).items() if k != "method"}
+        config = shown_config(r.config)  # as `trials` shows it: one name, one rounding
         table.add_row(
             r.trial_key,
             r.method,
@@ -113,9 +113,7 @@ def results_table(search: str, results: list[ConfigurationResult]) -> Table:
             str(len(r.seeds)),
             "-" if r.tunable_params is None else f"{r.tunable_params:,}",
             "-" if r.tunable_params_without_head is None else f"{r.tunable_params_without_head:,}",
-            " ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()
-            ),
+            " ".join(f"{k}={shown_value(v)}" for k, v in config.items()),
         )
     return table
 
