@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "git-ignored)",
     )
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG of --out's JSON")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the replays already in --out's .runs.jsonl (same table, workers and budget) "
+        "and run only the rest",
+    )
     args = parser.parse_args(argv)
     # A --quick run checks that it runs: it never writes over the committed full results.
     args.out = args.out or (OUT.parent / "quick" / OUT.name if args.quick else OUT)
@@ -94,47 +100,52 @@ def strategies(quick: bool) -> list[Strategy]:
     return out
 
 
-def summarise(
-    runs: list[ReplayResult], ref: tuple[float, float], true_hv: float, levels: np.ndarray
+def run_record(
+    run: ReplayResult, ref: tuple[float, float], true_hv: float, levels: np.ndarray
 ) -> dict[str, Any]:
-    curves = np.array([r.hypervolume_curve(ref, list(levels)) for r in runs]) / true_hv
+    """What the report needs of one replay, small enough to keep on disk (``--resume``): its
+    hypervolume curve over the compute levels (a fraction of the true front's), its trial counts,
+    and the finished trials when its front first held 90% of the true front (None: never)."""
+    curve = np.array(run.hypervolume_curve(ref, list(levels))) / true_hv
+    return {
+        "curve": curve.round(6).tolist(),
+        "trials": len(run.trials),
+        "completed": sum(t.status == "completed" for t in run.trials),
+        "trials_to_90pct": first_trial_reaching(run, ref, 0.9 * true_hv),
+    }
+
+
+def summarise(records: list[dict[str, Any]], levels: np.ndarray) -> dict[str, Any]:
+    curves = np.array([r["curve"] for r in records])
     fractions = levels / levels[-1]
+    reach = [r["trials_to_90pct"] for r in records]
     return {
         # Compute (fraction of the budget) and finished trials (what --budget counts) until the
         # front holds 90% of the true front's hypervolume; None when some seed never gets there.
         "compute_to_90pct": compute_to_reach(curves, 0.9, fractions),
-        "trials_to_90pct": trials_to_reach(runs, ref, 0.9 * true_hv),
+        "trials_to_90pct": None if None in reach else round(float(np.mean(reach)), 1),
         "hv_mean": curves.mean(axis=0).round(5).tolist(),
         "hv_std": curves.std(axis=0).round(5).tolist(),
         "final_hv_mean": round(float(curves[:, -1].mean()), 5),
         "regret_mean": round(float(1 - curves[:, -1].mean()), 5),
         # Area under the hypervolume-compute curve (trapezoid), compute as a fraction of the budget.
         "hv_auc": round(float(np.trapezoid(curves.mean(axis=0), levels / levels[-1])), 5),
-        "trials_mean": float(np.mean([len(r.trials) for r in runs])),
-        "completed_mean": float(
-            np.mean([sum(t.status == "completed" for t in r.trials) for r in runs])
-        ),
+        "trials_mean": float(np.mean([r["trials"] for r in records])),
+        "completed_mean": float(np.mean([r["completed"] for r in records])),
         "_curves": curves,
     }
 
 
-def trials_to_reach(
-    runs: list[ReplayResult], ref: tuple[float, float], target: float
-) -> float | None:
-    """Mean over seeds of the finished trials (completed or stopped) when the reported front
-    first holds ``target`` hypervolume; None when a seed never gets there."""
-    counts = []
-    for run in runs:
-        points: list[tuple[float, float]] = []
-        for i, trial in enumerate(sorted(run.trials, key=lambda t: t.compute), start=1):
-            if trial.status == "completed":
-                points = front([*points, (trial.val_acc, float(trial.tunable_params))])
-                if hypervolume(points, ref) >= target - 1e-12:
-                    counts.append(i)
-                    break
-        else:
-            return None
-    return round(float(np.mean(counts)), 1)
+def first_trial_reaching(run: ReplayResult, ref: tuple[float, float], target: float) -> int | None:
+    """The finished trials (completed or stopped) when the reported front first holds ``target``
+    hypervolume; None when it never does."""
+    points: list[tuple[float, float]] = []
+    for i, trial in enumerate(sorted(run.trials, key=lambda t: t.compute), start=1):
+        if trial.status == "completed":
+            points = front([*points, (trial.val_acc, float(trial.tunable_params))])
+            if hypervolume(points, ref) >= target - 1e-12:
+                return i
+    return None
 
 
 def compute_to_reach(curves: np.ndarray, target: float, fractions: np.ndarray) -> float | None:
@@ -229,13 +240,38 @@ def main() -> int:
     )
 
     pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
+    # Each finished replay is kept beside --out (one JSON line each), so a long run can stop and
+    # go on: --resume replays only what is not there yet for the same table, workers and budget.
+    runs_file = args.out.with_suffix(".runs.jsonl")
+    setting = f"{args.table.name}:{main_name}|workers {args.workers}|budget {budget:.3f}|{LEVELS}"
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if args.resume and runs_file.is_file():
+        for line in runs_file.read_text().splitlines():
+            row = json.loads(line)
+            if row["setting"] == setting:
+                done[(row["table"], row["strategy"], row["seed"])] = row["record"]
+        print(f"resuming: {len(done)} replays of this setting in {runs_file.name}", flush=True)
+    else:
+        runs_file.parent.mkdir(parents=True, exist_ok=True)
+        runs_file.write_text("")
 
     def run(t: CurveTable, strategy: Strategy) -> dict[str, Any]:
         t0 = time.perf_counter()
+        which = "baseline" if t is base_table and t is not table else "main"
+        missing = [seed for seed in range(seeds) if (which, strategy.label, seed) not in done]
         # (1 + 1e-9): the grid's last epoch ends at exactly its cost, summed in floats.
-        jobs = [(t, strategy, seed, args.workers, budget * (1 + 1e-9)) for seed in range(seeds)]
-        runs = list(pool.map(_replay, jobs) if pool else map(_replay, jobs))
-        summary = summarise(runs, ref, true_hv, levels)
+        jobs = [
+            (t, strategy, seed, args.workers, budget * (1 + 1e-9), ref, true_hv, levels)
+            for seed in missing
+        ]
+        records = pool.map(_replay_record, jobs) if pool else map(_replay_record, jobs)
+        with runs_file.open("a") as out:
+            for seed, record in zip(missing, records, strict=True):
+                done[(which, strategy.label, seed)] = record
+                row = {"setting": setting, "table": which, "strategy": strategy.label}
+                out.write(json.dumps({**row, "seed": seed, "record": record}) + "\n")
+                out.flush()
+        summary = summarise([done[(which, strategy.label, seed)] for seed in range(seeds)], levels)
         print(
             f"{strategy.label:26s} final hv {summary['final_hv_mean']:.3f}  auc "
             f"{summary['hv_auc']:.3f}  trials {summary['trials_mean']:5.1f} "
@@ -312,9 +348,10 @@ def main() -> int:
     return 0
 
 
-def _replay(job: tuple[CurveTable, Strategy, int, int, float]) -> ReplayResult:
-    table, strategy, seed, workers, budget = job
-    return replay(table, strategy, seed=seed, workers=workers, max_compute=budget)
+def _replay_record(job: tuple[Any, ...]) -> dict[str, Any]:
+    table, strategy, seed, workers, budget, ref, true_hv, levels = job
+    run = replay(table, strategy, seed=seed, workers=workers, max_compute=budget)
+    return run_record(run, ref, true_hv, levels)
 
 
 def _fraction(value: float | None) -> str:

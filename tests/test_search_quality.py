@@ -296,6 +296,22 @@ def test_the_search_quality_benchmark_reports_what_the_defaults_rest_on(tmp_path
     assert len(rows) == 1 + len(report["strategies"])  # the baseline, then one per strategy
     assert all(len(line) < 200 for line in run.stdout.splitlines())  # a line per step, whole
 
+    # Every replay is kept beside the report; --resume replays none of them again and reports
+    # the same figures (a long run goes on where it stopped).
+    kept = out.with_suffix(".runs.jsonl").read_text().splitlines()
+    assert len(kept) == 3 * (1 + len(report["strategies"]))  # 3 seeds: the baseline, each strategy
+    again = subprocess.run(
+        [*command, "--out", str(out), "--resume"], cwd=repo, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"resuming: {len(kept)} replays" in again.stdout
+    assert out.with_suffix(".runs.jsonl").read_text().splitlines() == kept
+    resumed = json.loads(out.read_text())
+    assert (
+        resumed["strategies"] == report["strategies"] and resumed["baseline"] == report["baseline"]
+    )
+
     partial = _synthetic_table()
     partial.meta["missing"], partial.meta["configurations"] = 3, 19
     save_tables(table, {"main": partial}, {})
