@@ -132,13 +132,17 @@ def db_url(request: pytest.FixtureRequest) -> str:
 # --- Ray: one local instance for the whole test session (ray.init costs seconds and ~1 GB) -----
 @pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray with 4 CPUs and 2 fake GPUs, shared by every test that runs trials."""
+    """A local Ray with 2 CPUs and 2 fake GPUs, shared by every test that runs trials.
+
+    2 CPUs, as many as the machines the suite runs on: each trial's worker imports torch, timm and
+    Ray Tune (about 4 s of a core), and with 4 slots every search started 4 of them at once on 2
+    cores. Tests of more trials at once ask for fractional CPUs (test_half_gpus_...)."""
     import ray
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray.init(
         address="local",  # a private instance, never a cluster some `ray start` left behind
-        num_cpus=4,
+        num_cpus=2,
         num_gpus=2,
         include_dashboard=False,
         log_to_driver=False,

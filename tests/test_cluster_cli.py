@@ -37,6 +37,15 @@ def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     )
 
 
+def _wait_started(proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Until `ray start` says its node is up (it prints so once the node has registered)."""
+    deadline = time.monotonic() + timeout
+    while "Ray runtime started." not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -65,13 +74,12 @@ def test_search_on_a_ray_start_cluster_with_postgresql(tmp_path, pg_url):
     )
     worker = None
     try:
-        time.sleep(5)
+        _wait_started(head, tmp_path / "head.log")
         worker = _start(
             [f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2"],
             env,
             tmp_path / "worker.log",
         )
-        time.sleep(5)
         # SQLite is refused on a cluster, with the fix in the message.
         refused = subprocess.run(
             [
@@ -91,6 +99,7 @@ def test_search_on_a_ray_start_cluster_with_postgresql(tmp_path, pg_url):
             timeout=120,
         )
         assert refused.returncode == 2 and "postgresql" in refused.stderr
+        _wait_started(worker, tmp_path / "worker.log")
         run = subprocess.run(
             [
                 sys.executable,
