@@ -502,3 +502,22 @@ def test_data_scales_never_share_a_front_and_the_report_plots_accuracy_against_t
     assert vpt["x"] == [1.0, 10.0] and vpt["y"] == pytest.approx([40.0, 70.0])
     at = at.radio(key="report_layout").set_value("backbone").run()
     assert "varies the backbone" in _texts(at)
+
+
+def test_a_warm_started_search_says_what_seeded_it(
+    search_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    copy = tmp_path / "seeded.db"
+    shutil.copy(search_db.removeprefix("sqlite:///"), copy)
+    lineage = {"sources": ["loc-search", "ori-search"], "seeded": 5, "left_out": 1, "capped": 0}
+    with sqlite3.connect(copy) as conn:
+        conn.execute(
+            "UPDATE autopetl_searches SET options = ? WHERE name = ?",
+            (json.dumps({"warm_start": lineage}), SEARCH),
+        )
+    at = _run(monkeypatch, f"sqlite:///{copy}")
+    assert "Warm-started from the fronts of loc-search, ori-search (5 configurations)" in _texts(at)
+    # A cold search says nothing of it.
+    assert "Warm-started" not in _texts(_run(monkeypatch, search_db))

@@ -137,6 +137,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
+        "--warm-start",
+        type=_warm_start_arg,
+        default="none",
+        metavar="auto|none|NAME[,NAME...]",
+        help=(
+            "seed a new search with the configurations on the fronts of these finished searches "
+            "(auto: every finished search of another task on the same backbone and input size); "
+            "their results here are ordinary trials (default: none)"
+        ),
+    )
+    p.add_argument(
         "--smoke-test",
         action="store_true",
         help="tiny random ViT at 32 px, 2 epochs, a small subset",
@@ -163,6 +174,15 @@ def _fractions(text: str) -> list[float]:
         return parse_fractions(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--train-fraction: ")) from None
+
+
+def _warm_start_arg(text: str) -> str | tuple[str, ...]:
+    from autopetl.search.warm_start import parse_choice
+
+    try:
+        return parse_choice(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--warm-start takes ")) from None
 
 
 def _objectives_arg(text: str) -> tuple[Objective, ...]:
@@ -208,6 +228,13 @@ def run(args: argparse.Namespace) -> int:
     # A later refusal (a dataset not there, a trial no node can place) removes the database file
     # this command created for nothing.
     with provisional_database(args.db):
+        if isinstance(args.warm_start, tuple):  # named sources: refused before anything heavy
+            from autopetl.search.warm_start import check_sources
+            from autopetl.store import open_store
+
+            with open_store(args.db) as store:
+                for spec in specs:
+                    check_sources(store, args.warm_start, spec.to_dict())
         return _run_checked(args, tasks, specs, space)
 
 
@@ -219,6 +246,7 @@ def _run_checked(
     from autopetl.pipeline import load_task_data
     from autopetl.search.cluster import check_trial_fits, connect
     from autopetl.search.runner import SearchPlan, run_searches
+    from autopetl.search.warm_start import plan_warm_start
     from autopetl.store import default_db_path, open_store
     from autopetl.tasks.scale import fraction_label
     from autopetl.trial import SMOKE_SEARCH_TRAIN_IMAGES
@@ -248,7 +276,7 @@ def _run_checked(
             f"no search named {args.name!r} to resume; `autopetl searches` lists them"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    plans = []
+    plans: list[SearchPlan] = []
     # Load every task's data before anything is written: a missing dataset fails here, cleanly.
     # One search per task, backbone and data scale: accuracies of two backbones (or of two
     # training-set sizes) never share a front.
@@ -259,6 +287,19 @@ def _run_checked(
         name = name if len(fractions) == 1 else f"{name}-frac{fraction:g}"
         if already_met(store, name, task, space, spec, args, fraction):
             continue
+        warm = None
+        if store.get_search(name) is None:  # a resumed search keeps the seeds it started with
+            warm = plan_warm_start(
+                store,
+                args.warm_start,
+                task=task.name,
+                backbone=spec.to_dict(),
+                space=space,
+                budget=budget,
+                exclude=tuple(p.name for p in plans),
+            )
+        if warm is not None:
+            err_console.print(f"{name}: {warm.summary()}", markup=False)
         scale = "" if fraction is None else f", {fraction:g} of its training set"
         with status(f"preparing {task.name} at {spec.img_size}px{scale}"):
             data = load_task_data(
@@ -294,9 +335,11 @@ def _run_checked(
                 max_retries=args.max_retries,
                 precision=args.precision,
                 objectives=tuple(o.name for o in args.objectives),
+                warm_start=warm.configs if warm is not None else (),
                 options={
                     "smoke_test": args.smoke_test,
                     "space_file": str(args.space),
+                    **({"warm_start": warm.lineage()} if warm is not None else {}),
                     # Recorded only when set: a VTAB-1k search's options stay as they were.
                     **({"train_fraction": fraction} if fraction is not None else {}),
                 },

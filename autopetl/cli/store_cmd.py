@@ -45,6 +45,7 @@ SEARCH_CSV_COLUMNS = (
     "best_val_acc",
     "created_at",
     "backbone_config",
+    "seeded_from",
 )
 # Columns of `autopetl export --format csv`; config and cost are JSON strings in their cells.
 CSV_COLUMNS = (
@@ -178,7 +179,15 @@ def search_export_dict(search: SearchRecord) -> dict[str, Any]:
         "trial_counts": search.trial_counts,
         "best_val_acc": search.best_val_acc,
         "created_at": search.created_at.isoformat(),
+        "seeded_from": seeded_from(search),
+        "warm_start": search.options.get("warm_start"),
     }
+
+
+def seeded_from(search: SearchRecord) -> str:
+    from autopetl.search.warm_start import seeded_from as lineage_text
+
+    return lineage_text(search.options)
 
 
 def _finished_cell(counts: dict[str, int], budget: int | None) -> str:
@@ -218,6 +227,9 @@ def run_searches(args: argparse.Namespace) -> int:
             table.add_column(column, overflow="fold")
         for column in ("finished / budget", "best val", "created"):
             table.add_column(column, no_wrap=True, justify="right")
+        seeded = any(seeded_from(s) for s in searches)
+        if seeded:  # the column only where some search was warm-started
+            table.add_column("seeded from", overflow="fold")
         for s in searches:
             counts = s.trial_counts
             table.add_row(
@@ -228,6 +240,7 @@ def run_searches(args: argparse.Namespace) -> int:
                 _finished_cell(counts, s.budget),
                 _pct(s.best_val_acc),
                 _when(s.created_at),
+                *([seeded_from(s) or "-"] if seeded else []),
             )
         console.print(table)
     if runs:

@@ -20,6 +20,7 @@ import streamlit as st
 
 from autopetl.dashboard import data, figures
 from autopetl.objectives import OBJECTIVES
+from autopetl.search.warm_start import seeded_from
 from autopetl.store import StoreError, hypervolume
 
 if TYPE_CHECKING:
@@ -414,6 +415,8 @@ def _progress_body(url: str | None, name: str, status_at_start: str) -> None:
     cols[3].metric("best val acc", "-" if best != best else f"{100 * best:.1f} %")
     hv = progress["hypervolume_so_far"].iloc[-1] if len(progress) else 0.0
     cols[4].metric("hypervolume", f"{hv:.3f}")
+    if lineage := seeded_from(search.options):
+        st.caption(f"Warm-started from the fronts of {lineage}: its first trials, trained here.")
     if progress.empty:
         st.info("No trial has finished yet.")
     else:

@@ -58,6 +58,8 @@ class SearchPlan:
         precision: auto, fp32 or bf16.
         objectives: What the search optimises, accuracy first (autopetl/objectives.py).
         options: Extra values recorded with the search (the command line, say).
+        warm_start: Configurations a new study is seeded with before its sampler proposes
+            anything (:mod:`autopetl.search.warm_start`); a resumed study takes none.
     """
 
     name: str
@@ -79,6 +81,7 @@ class SearchPlan:
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     precision: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
+    warm_start: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.budget < 1:

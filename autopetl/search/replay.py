@@ -37,6 +37,7 @@ from autopetl.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
 from autopetl.search.schedulers import make_scheduler
 from autopetl.search.searcher import ParetoOptunaSearch
 from autopetl.search.space import SearchSpace, parse_space, restricted_to
+from autopetl.search.warm_start import optuna_params
 from autopetl.store import Store, hypervolume, non_dominated
 from autopetl.store.queries import Point
 from autopetl.trial import flat_key
@@ -315,8 +316,10 @@ def replay(
     workers: int,
     max_compute: float,
     max_trials: int = 100_000,
+    warm_start: Sequence[dict[str, Any]] = (),
 ) -> ReplayResult:
-    """Run ``strategy`` on ``table`` until ``max_compute`` worker-seconds are spent.
+    """Run ``strategy`` on ``table`` until ``max_compute`` worker-seconds are spent; a
+    ``warm_start`` is enqueued first, as ``autopetl search --warm-start`` does.
 
     Each worker trains one trial at a time; an epoch ends ``seconds`` after it began, and the
     scheduler hears of it then. A trial that would start after the budget is spent is not
@@ -335,6 +338,7 @@ def replay(
         metric=list(DEFAULT_OBJECTIVES),
         mode=[OBJECTIVES[m].direction for m in DEFAULT_OBJECTIVES],
         sampler=make_sampler(strategy.sampler, table.space, seed),
+        points_to_evaluate=[optuna_params(table.space, c) for c in warm_start] or None,
     )
     scheduler = make_scheduler(
         strategy.scheduler,

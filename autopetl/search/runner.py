@@ -46,6 +46,7 @@ from autopetl.search.searcher import ParetoOptunaSearch
 from autopetl.search.space import max_epochs
 from autopetl.search.study_storage import DriverStudyStorage
 from autopetl.search.trainable import run_trial
+from autopetl.search.warm_start import optuna_params
 from autopetl.store import Store
 from autopetl.trial import TrialSetup
 
@@ -176,6 +177,10 @@ def _open_study(plan: SearchPlan, store: Store) -> optuna.samplers.BaseSampler:
         directions=directions,
         load_if_exists=True,
     )
+    if plan.warm_start and not study.get_trials(deepcopy=False):
+        # A new study only: Optuna's ask() hands these out before the sampler proposes anything.
+        for config in plan.warm_start:
+            study.enqueue_trial(optuna_params(plan.space, config))
     recovered = _recover(store, study, plan.name, retry=plan.sampler == "grid")
     if recovered:
         log.warning(
