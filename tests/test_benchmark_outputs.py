@@ -31,6 +31,7 @@ def _load(name: str):
         ("serve_load", "--quick"),
         ("vpt_dsprites", "--quick"),
         ("multitask", "--smoke-test"),
+        ("warm_start", "--quick"),
     ],
 )
 def test_a_quick_run_writes_apart_from_the_committed_results(name, quick):

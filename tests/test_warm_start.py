@@ -197,3 +197,27 @@ def test_a_seeded_search_trains_the_seeds_first_as_ordinary_trials(ray_session, 
     # Their accuracy is this task's, measured here; the fourth is the sampler's own.
     assert all(t.val_acc is not None and t.epochs_done == 1 for t in trials)
     assert store.get_search("seeded").options["warm_start"]["sources"] == ["loc"]
+
+
+def test_the_warm_start_benchmark_replays_both_directions(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "warm.json"
+    command = [sys.executable, "benchmarks/warm_start.py", "--seeds", "1", "--jobs", "1"]
+    run = subprocess.run(
+        [*command, "--out", str(out)], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    ratios = report["compute_to_90_warm_over_cold"]
+    assert set(ratios) == {"dsprites_loc->dsprites_ori", "dsprites_ori->dsprites_loc"}
+    for name, direction in report["directions"].items():
+        assert ratios[name] > 0 and direction["seeded_mean"] >= 1
+        (run_,) = direction["runs"]
+        # The cold and warm studies differ only in their seeds: same sampler seed, same budget.
+        assert len(run_["cold"]["curve"]) == len(run_["warm"]["curve"]) == 51
+        assert 0 < run_["warm"]["final_hv"] <= 1 and 0 < run_["cold"]["final_hv"] <= 1
