@@ -208,6 +208,7 @@ def test_the_warm_start_benchmark_replays_both_directions(tmp_path) -> None:
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "warm.json"
     command = [sys.executable, "benchmarks/warm_start.py", "--seeds", "1", "--jobs", "1"]
+    command += ["--budget", "0.3"]  # a third of each grid: enough for every part
     run = subprocess.run(
         [*command, "--out", str(out)], cwd=repo, capture_output=True, text=True, timeout=300
     )
