@@ -57,9 +57,16 @@ class AdaptedMlp(nn.Module):
         self.parallel = config.placement == "parallel"
         self.scale = config.scale
 
+    # What a mixed-task batch shares (autopetl/serving/mixed.py): the frozen MLP once for every
+    # task's samples, each task's adapter on its own rows.
+    SHARED = "mlp"
+
+    def residual(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.adapter(x if self.parallel else h)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.mlp(x)
-        return h + self.scale * self.adapter(x if self.parallel else h)
+        return h + self.residual(x, h)
 
 
 @register_method

@@ -47,8 +47,16 @@ class LoRALinear(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.lora = LowRank(base.in_features, base.out_features, config)
 
+    # What a mixed-task batch shares (autopetl/serving/mixed.py): the frozen map runs once for
+    # every task's samples, and each task adds its own residual to its rows.
+    SHARED = "base"
+
+    def residual(self, x: torch.Tensor, shared_out: torch.Tensor) -> torch.Tensor:
+        return self.lora(self.dropout(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.lora(self.dropout(x))
+        out = self.base(x)
+        return out + self.residual(x, out)
 
 
 class LoRAQKV(nn.Module):
@@ -63,14 +71,16 @@ class LoRAQKV(nn.Module):
             {t: LowRank(base.in_features, self.slice, config) for t in QKV if t in config.targets}
         )
 
+    SHARED = "base"  # as LoRALinear's
+
+    def residual(self, x: torch.Tensor, shared_out: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(x)
+        zeros = shared_out.new_zeros(*shared_out.shape[:-1], self.slice)
+        return torch.cat([self.updates[t](h) if t in self.updates else zeros for t in QKV], dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        h = self.dropout(x)
-        parts = [
-            self.updates[t](h) if t in self.updates else out.new_zeros(*out.shape[:-1], self.slice)
-            for t in QKV
-        ]
-        return out + torch.cat(parts, dim=-1)
+        return out + self.residual(x, out)
 
 
 @register_method

@@ -1,0 +1,189 @@
+"""One forward pass for a batch whose samples belong to different tasks on one frozen backbone.
+
+Serving N tasks as N models costs N passes of the backbone per batch (Ray Serve's multiplexing
+splits a batch by model id). Here the task models that share one frozen backbone are merged into
+one module tree that follows the backbone's, with a :class:`TaskRoute` wherever a task's tree
+differs from it:
+
+- where a task wraps a frozen module and adds to its output (LoRA's low-rank update around a
+  Linear, an adapter around the MLP: their ``SHARED`` child and ``residual``), the frozen module
+  runs once for the whole batch and each task adds its residual on its own rows, as HF peft's
+  mixed-batch LoRA (``adapter_names``) and Punica's SGMV do;
+- where a task replaced a module outright (a head, a tensor it trained itself: BitFit's biases),
+  that task's module runs on its own rows only;
+- everywhere else the batch runs through the backbone's own modules, once.
+
+Every module of a ViT maps each sample on its own (no batch norm; dropout is off in eval), so
+routing rows is exact: each sample's logits are those of its task's model alone (up to the last
+bits of a matmul over another batch size). Models that change the token sequence itself (VPT and
+DVPT's prompts: their own ``forward_features``) run a pass of their own on their rows for now.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from autopetl.methods.base import PetlModel
+
+
+class _Rows:
+    """Which rows of the batch in flight belong to which task: set once per forward, read by
+    every route."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[int, torch.Tensor]] = []
+
+
+def _signature(module: nn.Module) -> list[tuple[str, object]]:
+    """A module tree's structure and the storages behind its tensors."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return [(n, type(m)) for n, m in module.named_modules()] + [
+        (n, t.untyped_storage().data_ptr()) for n, t in tensors
+    ]
+
+
+def _own_tensors(module: nn.Module) -> list[tuple[str, int]]:
+    return [
+        (n, t.untyped_storage().data_ptr())
+        for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    ]
+
+
+class TaskRoute(nn.Module):
+    """One module path where tasks differ. ``kinds[i]``: None (task i uses the shared module as
+    it is), "residual" (the shared module, plus task i's ``residual`` on its rows) or "own" (task
+    i's own module on its rows)."""
+
+    def __init__(
+        self, shared: nn.Module, tasks: Sequence[nn.Module], kinds: list[str | None], rows: _Rows
+    ) -> None:
+        super().__init__()
+        self.shared = shared
+        self.tasks = nn.ModuleList(tasks)
+        self.kinds = kinds
+        self._rows = rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = self._rows.groups
+        own = [(t, idx) for t, idx in groups if self.kinds[t] == "own"]
+        if not own:
+            y = self.shared(x)
+        else:
+            keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            for _, idx in own:
+                keep[idx] = False
+            rows = keep.nonzero().squeeze(1)
+            first = self.shared(x[rows]) if len(rows) else self.tasks[own[0][0]](x[own[0][1]])
+            y = first.new_empty((x.shape[0], *first.shape[1:]))
+            if len(rows):
+                y[rows] = first
+            for t, idx in own:
+                y[idx] = self.tasks[t](x[idx])
+        for t, idx in groups:
+            if self.kinds[t] == "residual":
+                y[idx] = y[idx] + self.tasks[t].residual(x[idx], y[idx])
+        return y
+
+
+def _merge(base: nn.Module, tasks: list[nn.Module], rows: _Rows) -> nn.Module:
+    """The module that computes, for each sample, what its task's module at this path does."""
+    reference = _signature(base)
+    same = [_signature(t) == reference for t in tasks]
+    if all(same):
+        return base
+    kinds: list[str | None] = []
+    for task, untouched in zip(tasks, same, strict=True):
+        inner = getattr(task, "SHARED", None)
+        if untouched:
+            kinds.append(None)
+        elif inner and _signature(getattr(task, inner)) == reference:
+            kinds.append("residual")
+        else:
+            kinds.append("own")
+    names = list(base._modules)
+    recurse = "own" in kinds and all(
+        type(t) is type(base)
+        and list(t._modules) == names
+        and _own_tensors(t) == _own_tensors(base)
+        for t in tasks
+    )
+    if not recurse:  # a leaf, a wrapper, or a module a task replaced: route rows here
+        return TaskRoute(base, tasks, kinds, rows)
+    # A container all tasks share (a Block, its Attention): merge child by child.
+    merged = copy.copy(base)  # the same tensors and settings, its own children
+    merged._modules = {
+        name: _merge(child, [t._modules[name] for t in tasks], rows)  # type: ignore[arg-type]
+        for name, child in base._modules.items()
+        if child is not None
+    }
+    return merged
+
+
+class MixedTaskModel(nn.Module):
+    """Task models that share one frozen backbone, run together: ``forward(x, tasks)`` gives
+    each sample its own task's logits, in one pass of the backbone for every task whose model
+    keeps the backbone's token sequence.
+
+    Args:
+        base: The frozen backbone the task models share (``SharedBackbone.base``).
+        models: The task models, index i is task i.
+    """
+
+    def __init__(self, base: nn.Module, models: Sequence[PetlModel]) -> None:
+        super().__init__()
+        self._rows = _Rows()
+        self.models = nn.ModuleList(models)
+        # A PetlModel subclass (VPT, DVPT) builds its own token sequence, and a model that trained
+        # the embeddings themselves (full) changes every token from the start: a pass of their own.
+        self.merged_tasks = [
+            i
+            for i, m in enumerate(models)
+            if type(m) is PetlModel
+            and type(m.backbone) is type(base)
+            and _own_tensors(m.backbone) == _own_tensors(base)
+        ]
+        self.own_pass = [i for i in range(len(models)) if i not in self.merged_tasks]
+        self.trunk = _merge(base, [models[i].backbone for i in self.merged_tasks], self._rows)
+
+    @property
+    def passes_per_batch(self) -> int:
+        """Backbone passes a batch with every task in it costs."""
+        return (1 if self.merged_tasks else 0) + len(self.own_pass)
+
+    def forward(self, x: torch.Tensor, tasks: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of each sample ``x[j]`` from task ``tasks[j]``'s model (a list: tasks have
+        different numbers of classes)."""
+        out: list[torch.Tensor | None] = [None] * x.shape[0]
+        merged = [
+            (slot, (tasks == i).nonzero().squeeze(1)) for slot, i in enumerate(self.merged_tasks)
+        ]
+        merged = [(slot, idx) for slot, idx in merged if len(idx)]
+        if merged:
+            rows = torch.cat([idx for _, idx in merged])
+            # Routes index rows of the trunk's batch: the merged tasks' samples, in this order.
+            offsets, start = [], 0
+            for slot, idx in merged:
+                offsets.append((slot, torch.arange(start, start + len(idx), device=x.device)))
+                start += len(idx)
+            self._rows.groups = offsets
+            try:
+                features = self.trunk.forward_features(x[rows])
+            finally:
+                self._rows.groups = []
+            for (slot, local), (_, idx) in zip(offsets, merged, strict=True):
+                logits = self.models[self.merged_tasks[slot]].forward_head(features[local])
+                for j, row in zip(idx.tolist(), logits, strict=True):
+                    out[j] = row
+        for i in self.own_pass:
+            idx = (tasks == i).nonzero().squeeze(1)
+            if len(idx):
+                for j, row in zip(idx.tolist(), self.models[i](x[idx]), strict=True):
+                    out[j] = row
+        missing = [j for j, row in enumerate(out) if row is None]
+        if missing:
+            raise ValueError(f"samples {missing} name no task of this model")
+        return out  # type: ignore[return-value]

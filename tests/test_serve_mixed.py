@@ -1,0 +1,90 @@
+"""One backbone pass for a batch of mixed tasks (issue 32, item 1-2): each sample's logits are
+those of its own task's model alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autopetl.methods.base import PetlModel
+from autopetl.methods.io import WEIGHTS_FILE, file_sha256
+from autopetl.serving.mixed import MixedTaskModel
+from autopetl.serving.models import SharedBackbone
+
+from .conftest import TINY
+from .test_serve_models import _normalise, artifacts  # noqa: F401  (the fixture)
+
+
+@pytest.fixture(scope="module")
+def served(artifacts):  # noqa: F811
+    import json
+
+    from autopetl.methods.io import CONFIG_FILE
+
+    init = json.loads((artifacts["vpt"][0] / CONFIG_FILE).read_text())["backbone_init"]
+    shared = SharedBackbone(TINY.to_dict(), init)
+    models = {
+        variant: shared.load(variant, path, file_sha256(path / WEIGHTS_FILE))
+        for variant, (path, _) in artifacts.items()
+    }
+    return shared, models
+
+
+def _check(shared, chosen, per_task: int = 2, seed: int = 0) -> MixedTaskModel:
+    mixed = MixedTaskModel(shared.base, [tm.model for tm in chosen]).eval()
+    g = torch.Generator().manual_seed(seed)
+    tasks = torch.arange(len(chosen)).repeat(per_task)
+    tasks = tasks[torch.randperm(len(tasks), generator=g)]  # every order of tasks in a batch
+    x = _normalise(torch.randint(0, 256, (len(tasks), 3, 32, 32), generator=g, dtype=torch.uint8))
+    with torch.inference_mode():
+        got = mixed(x, tasks)
+        for i, tm in enumerate(chosen):
+            rows = (tasks == i).nonzero().squeeze(1)
+            alone = tm.model(x[rows])
+            for row, expected in zip(rows.tolist(), alone, strict=True):
+                assert got[row].shape == expected.shape, tm.task
+                torch.testing.assert_close(got[row], expected, rtol=0, atol=1e-5, msg=tm.task)
+    return mixed
+
+
+def test_a_batch_of_every_method_gives_each_sample_its_own_tasks_logits(served) -> None:
+    shared, models = served
+    mixed = _check(shared, list(models.values()))
+    # Methods that keep the backbone's token sequence share one pass; prompt methods (their own
+    # forward_features) take one each, for now.
+    own = [v for v, tm in models.items() if type(tm.model) is not PetlModel] + ["full"]
+    assert {"vpt", "dvpt"} <= set(own) and "lora" not in own and "adapter" not in own
+    assert mixed.passes_per_batch == 1 + len(own)
+
+
+@pytest.mark.parametrize(
+    "variants",
+    [("lora", "lora-all", "adapter", "linear"), ("bias", "partial-2", "lora", "mlp")],
+)
+def test_mixed_batches_of_methods_that_share_the_pass(served, variants) -> None:
+    shared, models = served
+    mixed = _check(shared, [models[v] for v in variants], per_task=3, seed=len(variants))
+    assert mixed.passes_per_batch == 1
+
+
+def test_the_frozen_maps_run_once_for_the_whole_batch(served) -> None:
+    shared, models = served
+    chosen = [models[v] for v in ("lora", "lora-all", "adapter", "linear")]
+    mixed = MixedTaskModel(shared.base, [tm.model for tm in chosen]).eval()
+    calls = []
+    qkv = shared.base.blocks[0].attn.qkv  # the frozen Linear every LoRA wraps
+    handle = qkv.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        x = _normalise(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8))
+        with torch.inference_mode():
+            mixed(x, torch.tensor([0, 1, 2, 3, 3, 2, 1, 0]))
+    finally:
+        handle.remove()
+    assert calls == [8]  # one call, all eight samples of four tasks
+
+
+def test_a_sample_of_no_task_is_refused(served) -> None:
+    shared, models = served
+    mixed = MixedTaskModel(shared.base, [models["lora"].model]).eval()
+    with pytest.raises(ValueError, match=r"samples \[1\] name no task"):
+        mixed(torch.zeros(2, 3, 32, 32), torch.tensor([0, 5]))
