@@ -32,6 +32,7 @@ def _load(name: str):
         ("vpt_dsprites", "--quick"),
         ("multitask", "--smoke-test"),
         ("warm_start", "--quick"),
+        ("serve_tasks", "--quick"),
     ],
 )
 def test_a_quick_run_writes_apart_from_the_committed_results(name, quick):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopetl.methods.base import PetlModel
 from autopetl.methods.io import WEIGHTS_FILE, file_sha256
 from autopetl.serving.mixed import MixedTaskModel
 from autopetl.serving.models import SharedBackbone
@@ -52,9 +51,11 @@ def test_a_batch_of_every_method_gives_each_sample_its_own_tasks_logits(served) 
     mixed = _check(shared, list(models.values()))
     # Methods that keep the backbone's token sequence share one pass; prompt methods (their own
     # forward_features) take one each, for now.
-    own = [v for v, tm in models.items() if type(tm.model) is not PetlModel] + ["full"]
-    assert {"vpt", "dvpt"} <= set(own) and "lora" not in own and "adapter" not in own
-    assert mixed.passes_per_batch == 1 + len(own)
+    # Every method shares the one pass (prompt methods padded and masked) but full, which trains
+    # the embeddings every token starts from, and side-tuning, a network beside the backbone.
+    own = {list(models)[i] for i in mixed.own_pass}
+    assert own == {"full", "sidetune"}, own
+    assert mixed.passes_per_batch == 3
 
 
 @pytest.mark.parametrize(
@@ -88,3 +89,61 @@ def test_a_sample_of_no_task_is_refused(served) -> None:
     mixed = MixedTaskModel(shared.base, [models["lora"].model]).eval()
     with pytest.raises(ValueError, match=r"samples \[1\] name no task"):
         mixed(torch.zeros(2, 3, 32, 32), torch.tensor([0, 5]))
+
+
+def test_the_serving_benchmark_compares_both_ways_in_one_run(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "tasks.json"
+    command = [sys.executable, "benchmarks/serve_tasks.py", "--quick", "--repeats", "1"]
+    command += ["--tasks", "1,4", "--threads", "1", "--out", str(out)]
+    run = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["one_pass_8_over_1"] > 0 and report["one_pass_8_over_1_shared_pass_set"] > 0
+    shared = report["sets"]["shared_pass"]["rows"]
+    # LoRA, adapter, linear, MLP head and BitFit share one pass, however many tasks.
+    assert shared["4"]["passes_one_pass"] == 1 < shared["4"]["passes_per_task_way"]
+    assert all(r["images_per_s_one_pass"] > 0 for r in shared.values())
+
+
+def test_prompts_of_different_lengths_and_depths_share_one_pass_exactly() -> None:
+    import copy
+
+    from autopetl.methods import build_method
+    from autopetl.methods.io import rebuildable_backbone
+
+    base = rebuildable_backbone(TINY, 16).eval().requires_grad_(False)
+    shared = {id(t): t for t in [*base.parameters(), *base.buffers()]}
+    variants = [
+        ("vpt", {"prompt_length": 1, "deep": False}),
+        ("vpt", {"prompt_length": 10, "deep": True}),
+        ("vpt", {"prompt_length": 3, "deep": True, "readout": "prompt_pool"}),
+        ("dvpt", {"prompt_length": 5, "dynamic": "specific"}),
+        ("lora", {}),
+        ("linear", {}),
+    ]
+    models = []
+    for i, (name, values) in enumerate(variants):
+        net = copy.deepcopy(base, dict(shared))
+        net.reset_classifier(4 + i)
+        model = build_method(name, values).attach(net).eval()
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for _, p in model.tunable_named_parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        models.append(model)
+    mixed = MixedTaskModel(base, models).eval()
+    assert mixed.passes_per_batch == 1
+    tasks = torch.tensor([5, 1, 0, 3, 2, 4, 1, 0, 3, 5, 2, 4])
+    x = _normalise(torch.randint(0, 256, (len(tasks), 3, 32, 32), dtype=torch.uint8))
+    with torch.inference_mode():
+        got = mixed(x, tasks)
+        for i, model in enumerate(models):
+            rows = (tasks == i).nonzero().squeeze(1)
+            for row, expected in zip(rows.tolist(), model(x[rows]), strict=True):
+                torch.testing.assert_close(got[row], expected, rtol=0, atol=1e-5, msg=str(i))

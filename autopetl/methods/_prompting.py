@@ -64,6 +64,11 @@ class PromptedModel(PetlModel):
         """Prompts [p, d] (or [B, p, d]) for block ``layer`` >= 1, or None."""
         return None
 
+    def prepare_prompts(self, x: torch.Tensor | None) -> None:
+        """Before prompts are asked for a batch ``x`` (None: after): what they need of the
+        images beyond the tokens (DVPT's frozen image feature). A mixed-task pass
+        (autopetl/serving/mixed.py) calls it for this model's samples alone."""
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The normed output tokens without the prompts, and the normed prompt outputs (None
         when no block had prompts)."""

@@ -91,17 +91,21 @@ class DVPTModel(PromptedModel):
     def deep_prompts(self, layer: int) -> torch.Tensor | None:
         return self.prompts[layer] if layer < self.prompts.shape[0] else None
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.meta_input != "cls":
-            return super().forward_features(x)
+    def prepare_prompts(self, x: torch.Tensor | None) -> None:
+        if x is None or self.config.meta_input != "cls":
+            self._meta_features = None
+            return
         vit = self.backbone
         # CoCoOp-style: the frozen model's own image feature, without prompts and without grads.
         with torch.no_grad():
             self._meta_features = vit.forward_head(vit.forward_features(x), pre_logits=True)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.prepare_prompts(x)
         try:
             return super().forward_features(x)
         finally:
-            self._meta_features = None
+            self.prepare_prompts(None)
 
 
 @register_method

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from autopetl.methods._prompting import PromptedModel
 from autopetl.methods.base import PetlModel
 
 
@@ -137,12 +139,14 @@ class MixedTaskModel(nn.Module):
         super().__init__()
         self._rows = _Rows()
         self.models = nn.ModuleList(models)
-        # A PetlModel subclass (VPT, DVPT) builds its own token sequence, and a model that trained
-        # the embeddings themselves (full) changes every token from the start: a pass of their own.
+        # Prompt methods that insert their prompts after the prefix tokens (VPT prepend, DVPT)
+        # join the pass, padded to the longest prompts with the padding masked. Other PetlModel
+        # subclasses build their own token sequence (VPT add), and a model that trained the
+        # embeddings themselves (full) changes every token from the start: a pass of their own.
         self.merged_tasks = [
             i
             for i, m in enumerate(models)
-            if type(m) is PetlModel
+            if (type(m) is PetlModel or _joins_prompted_pass(m))
             and type(m.backbone) is type(base)
             and _own_tensors(m.backbone) == _own_tensors(base)
         ]
@@ -169,14 +173,14 @@ class MixedTaskModel(nn.Module):
             for slot, idx in merged:
                 offsets.append((slot, torch.arange(start, start + len(idx), device=x.device)))
                 start += len(idx)
+            groups = [(self.merged_tasks[slot], local) for slot, local in offsets]
             self._rows.groups = offsets
             try:
-                features = self.trunk.forward_features(x[rows])
+                logits = self._merged_pass(x[rows], groups)
             finally:
                 self._rows.groups = []
-            for (slot, local), (_, idx) in zip(offsets, merged, strict=True):
-                logits = self.models[self.merged_tasks[slot]].forward_head(features[local])
-                for j, row in zip(idx.tolist(), logits, strict=True):
+            for (_, idx), task_logits in zip(merged, logits, strict=True):
+                for j, row in zip(idx.tolist(), task_logits, strict=True):
                     out[j] = row
         for i in self.own_pass:
             idx = (tasks == i).nonzero().squeeze(1)
@@ -187,3 +191,77 @@ class MixedTaskModel(nn.Module):
         if missing:
             raise ValueError(f"samples {missing} name no task of this model")
         return out  # type: ignore[return-value]
+
+    def _merged_pass(
+        self, x: torch.Tensor, groups: list[tuple[int, torch.Tensor]]
+    ) -> list[torch.Tensor]:
+        """Each group's logits from one pass of the merged trunk over ``x``."""
+        prompted = [(i, rows) for i, rows in groups if isinstance(self.models[i], PromptedModel)]
+        if not prompted:
+            features = self.trunk.forward_features(x)
+            return [self.models[i].forward_head(features[rows]) for i, rows in groups]
+        tokens, prompt_out = self._prompted_encode(x, prompted)
+        logits = []
+        for i, rows in groups:
+            model = self.models[i]
+            if isinstance(model, PromptedModel) and model.readout != "cls":
+                logits.append(model.read_out(tokens[rows], prompt_out[rows, : model.prompt_length]))
+            else:
+                logits.append(model.forward_head(tokens[rows]))
+        return logits
+
+    def _prompted_encode(
+        self, x: torch.Tensor, prompted: list[tuple[int, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PromptedModel.encode for a batch of many tasks: every sample's sequence holds room for
+        the longest prompts after its prefix tokens; a sample's own prompts fill its first
+        positions once they arrive, and every position it does not use is masked out of
+        attention, so each sample attends to exactly what its task's model alone would."""
+        vit: Any = self.trunk
+        embedded = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        n, room = vit.num_prefix_tokens, max(self.models[i].prompt_length for i, _ in prompted)
+        seq = torch.cat(
+            [
+                embedded[:, :n],
+                embedded.new_zeros(len(x), room, embedded.shape[-1]),
+                embedded[:, n:],
+            ],
+            dim=1,
+        )
+        live = torch.zeros(len(x), room, dtype=torch.bool, device=x.device)
+        for i, rows in prompted:  # DVPT reads its frozen model's own image feature first
+            cast(PromptedModel, self.models[i]).prepare_prompts(x[rows])
+        try:
+            for layer, block in enumerate(vit.blocks):
+                for i, rows in prompted:
+                    model = cast(PromptedModel, self.models[i])
+                    if layer == 0:
+                        prompts = model.first_prompts(embedded[rows])
+                    else:
+                        prompts = model.deep_prompts(layer)
+                    if prompts is None:
+                        continue
+                    prompts = prompts.to(seq.dtype)
+                    if prompts.dim() == 2:
+                        prompts = prompts.expand(len(rows), -1, -1)
+                    p = model.prompt_length
+                    seq[rows, n : n + p] = model.prompt_dropout(prompts)
+                    live[rows, :p] = True
+                mask = torch.zeros(len(x), 1, 1, seq.shape[1], dtype=seq.dtype, device=x.device)
+                mask[:, 0, 0, n : n + room] = torch.where(live, 0.0, float("-inf"))
+                seq = block(seq, attn_mask=mask)
+        finally:
+            for i, _ in prompted:
+                cast(PromptedModel, self.models[i]).prepare_prompts(None)
+        seq = vit.norm(seq)
+        return torch.cat([seq[:, :n], seq[:, n + room :]], dim=1), seq[:, n : n + room]
+
+
+def _joins_prompted_pass(model: nn.Module) -> bool:
+    """A prompt model whose prompts go after the prefix tokens of the backbone's own sequence
+    (what PromptedModel.encode does): VPT prepend and DVPT, not VPT add."""
+    return (
+        (isinstance(model, PromptedModel)
+        and type(model).encode is PromptedModel.encode)
+        or (isinstance(model, PromptedModel) and getattr(model.config, "location", "") == "prepend")
+    )
