@@ -87,7 +87,8 @@ class TaskRoute(nn.Module):
                 y[idx] = self.tasks[t](x[idx])
         for t, idx in groups:
             if self.kinds[t] == "residual":
-                y[idx] = y[idx] + self.tasks[t].residual(x[idx], y[idx])
+                wrapper: Any = self.tasks[t]  # a module with SHARED and residual (LoRA, adapter)
+                y[idx] = y[idx] + wrapper.residual(x[idx], y[idx])
         return y
 
 
@@ -118,7 +119,7 @@ def _merge(base: nn.Module, tasks: list[nn.Module], rows: _Rows) -> nn.Module:
     # A container all tasks share (a Block, its Attention): merge child by child.
     merged = copy.copy(base)  # the same tensors and settings, its own children
     merged._modules = {
-        name: _merge(child, [t._modules[name] for t in tasks], rows)  # type: ignore[arg-type]
+        name: _merge(child, [cast(nn.Module, t._modules[name]) for t in tasks], rows)
         for name, child in base._modules.items()
         if child is not None
     }
@@ -138,7 +139,8 @@ class MixedTaskModel(nn.Module):
     def __init__(self, base: nn.Module, models: Sequence[PetlModel]) -> None:
         super().__init__()
         self._rows = _Rows()
-        self.models = nn.ModuleList(models)
+        self.models = nn.ModuleList(models)  # registered: .to(device) and .eval() reach them
+        self._models: list[PetlModel] = list(models)
         # Prompt methods that insert their prompts after the prefix tokens (VPT prepend, DVPT)
         # join the pass, padded to the longest prompts with the padding masked. Other PetlModel
         # subclasses build their own token sequence (VPT add), and a model that trained the
@@ -185,7 +187,7 @@ class MixedTaskModel(nn.Module):
         for i in self.own_pass:
             idx = (tasks == i).nonzero().squeeze(1)
             if len(idx):
-                for j, row in zip(idx.tolist(), self.models[i](x[idx]), strict=True):
+                for j, row in zip(idx.tolist(), self._models[i](x[idx]), strict=True):
                     out[j] = row
         missing = [j for j, row in enumerate(out) if row is None]
         if missing:
@@ -196,14 +198,14 @@ class MixedTaskModel(nn.Module):
         self, x: torch.Tensor, groups: list[tuple[int, torch.Tensor]]
     ) -> list[torch.Tensor]:
         """Each group's logits from one pass of the merged trunk over ``x``."""
-        prompted = [(i, rows) for i, rows in groups if isinstance(self.models[i], PromptedModel)]
+        prompted = [(i, rows) for i, rows in groups if isinstance(self._models[i], PromptedModel)]
         if not prompted:
-            features = self.trunk.forward_features(x)
-            return [self.models[i].forward_head(features[rows]) for i, rows in groups]
+            features = cast(Any, self.trunk).forward_features(x)
+            return [self._models[i].forward_head(features[rows]) for i, rows in groups]
         tokens, prompt_out = self._prompted_encode(x, prompted)
         logits = []
         for i, rows in groups:
-            model = self.models[i]
+            model = self._models[i]
             if isinstance(model, PromptedModel) and model.readout != "cls":
                 logits.append(model.read_out(tokens[rows], prompt_out[rows, : model.prompt_length]))
             else:
@@ -219,7 +221,10 @@ class MixedTaskModel(nn.Module):
         attention, so each sample attends to exactly what its task's model alone would."""
         vit: Any = self.trunk
         embedded = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
-        n, room = vit.num_prefix_tokens, max(self.models[i].prompt_length for i, _ in prompted)
+        n, room = (
+            vit.num_prefix_tokens,
+            max(cast(PromptedModel, self._models[i]).prompt_length for i, _ in prompted),
+        )
         seq = torch.cat(
             [
                 embedded[:, :n],
@@ -230,11 +235,11 @@ class MixedTaskModel(nn.Module):
         )
         live = torch.zeros(len(x), room, dtype=torch.bool, device=x.device)
         for i, rows in prompted:  # DVPT reads its frozen model's own image feature first
-            cast(PromptedModel, self.models[i]).prepare_prompts(x[rows])
+            cast(PromptedModel, self._models[i]).prepare_prompts(x[rows])
         try:
             for layer, block in enumerate(vit.blocks):
                 for i, rows in prompted:
-                    model = cast(PromptedModel, self.models[i])
+                    model = cast(PromptedModel, self._models[i])
                     if layer == 0:
                         prompts = model.first_prompts(embedded[rows])
                     else:
@@ -252,7 +257,7 @@ class MixedTaskModel(nn.Module):
                 seq = block(seq, attn_mask=mask)
         finally:
             for i, _ in prompted:
-                cast(PromptedModel, self.models[i]).prepare_prompts(None)
+                cast(PromptedModel, self._models[i]).prepare_prompts(None)
         seq = vit.norm(seq)
         return torch.cat([seq[:, :n], seq[:, n + room :]], dim=1), seq[:, n : n + room]
 
@@ -260,8 +265,6 @@ class MixedTaskModel(nn.Module):
 def _joins_prompted_pass(model: nn.Module) -> bool:
     """A prompt model whose prompts go after the prefix tokens of the backbone's own sequence
     (what PromptedModel.encode does): VPT prepend and DVPT, not VPT add."""
-    return (
-        (isinstance(model, PromptedModel)
-        and type(model).encode is PromptedModel.encode)
-        or (isinstance(model, PromptedModel) and getattr(model.config, "location", "") == "prepend")
+    return (isinstance(model, PromptedModel) and type(model).encode is PromptedModel.encode) or (
+        isinstance(model, PromptedModel) and getattr(model.config, "location", "") == "prepend"
     )
