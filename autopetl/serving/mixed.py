@@ -88,7 +88,8 @@ class TaskRoute(nn.Module):
         for t, idx in groups:
             if self.kinds[t] == "residual":
                 wrapper: Any = self.tasks[t]  # a module with SHARED and residual (LoRA, adapter)
-                y[idx] = y[idx] + wrapper.residual(x[idx], y[idx])
+                # One scatter-add into the shared output (rows of other tasks untouched).
+                y = y.index_add(0, idx, wrapper.residual(x[idx], y[idx]))
         return y
 
 
@@ -252,6 +253,9 @@ class MixedTaskModel(nn.Module):
                     p = model.prompt_length
                     seq[rows, n : n + p] = model.prompt_dropout(prompts)
                     live[rows, :p] = True
+                if bool(live.all()):  # every sample fills all the room: nothing to mask
+                    seq = block(seq)
+                    continue
                 mask = torch.zeros(len(x), 1, 1, seq.shape[1], dtype=seq.dtype, device=x.device)
                 mask[:, 0, 0, n : n + room] = torch.where(live, 0.0, float("-inf"))
                 seq = block(seq, attn_mask=mask)
