@@ -96,6 +96,37 @@ def _offline(artifact: str, png: bytes) -> torch.Tensor:
         return torch.softmax(model(normalize(x, (0.5,) * 3, (0.5,) * 3)), -1)[0]
 
 
+def test_concurrent_requests_of_both_tasks_are_answered_in_mixed_batches(server) -> None:
+    """Requests of the VPT and the DVPT task at once: a replica's batch holds both tasks and
+    runs as one pass (mixed.py); every answer is still its own task's model's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, tasks = server
+    base_url = str(client.base_url)
+    cases = [(t, _test_image(t.task)) for t in tasks]
+    expected = {t.key: _offline(t.artifact, png) for t, png in cases}
+
+    def ask(case: tuple) -> tuple[str, dict]:
+        served, png = case
+        with httpx.Client(base_url=base_url, timeout=60) as own:
+            r = own.post(
+                f"/v1/tasks/{served.key}/predict",
+                params={"k": served.num_classes},
+                content=png,
+                headers={"content-type": "image/png"},
+            )
+        assert r.status_code == 200, r.text
+        return served.key, r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, cases * 8))
+    for key, body in answers:
+        got = torch.zeros(len(expected[key]))
+        for entry in body["top_k"]:
+            got[entry["label"]] = entry["probability"]
+        torch.testing.assert_close(got, expected[key], rtol=0, atol=1e-5)
+
+
 def test_two_tasks_on_one_backbone_match_the_offline_models(server) -> None:
     client, tasks = server
     assert client.get("/healthz").json() == {"status": "ok", "tasks": 2, "backbones": 1}

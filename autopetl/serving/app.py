@@ -3,12 +3,13 @@
 ::
 
     HTTP -> Ingress (FastAPI: limits, decoding, resizing to the backbone's input)
-              |- handle.options(multiplexed_model_id=task).predict(task, uint8 image, k)
+              |- handle.predict(task, uint8 image, k) of the task's backbone deployment
               v
-            Backbone-<spec> deployment (one frozen backbone per replica, built once)
-              |- @serve.multiplexed get_model(task): the task's artifact on a structural copy
-              |  that shares the frozen tensors; cache size = number of tasks on the backbone
-              |- optional @serve.batch: concurrent requests run as one forward per task
+            Backbone-<spec> deployment (backbone_deployment.py; one frozen backbone per
+              |  replica, built once; a task's artifact loaded on first use onto a structural
+              |  copy that shares the frozen tensors)
+              |- optional @serve.batch: the requests of a batch, of any of its tasks, run as
+                 one pass (mixed.py)
 
 Client mistakes are answered by the ingress with 4xx JSON ``{"error": CODE, "detail": TEXT}``;
 a task whose artifact cannot be loaded gets 503 with the reason, while other tasks keep serving.
@@ -20,13 +21,10 @@ a task whose artifact cannot be loaded gets 503 with the reason, while other tas
 
 import asyncio
 import logging
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -35,6 +33,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from autopetl.serving.backbone_deployment import backbone_deployment
 from autopetl.serving.catalog import ServedTask, group_by_backbone
 from autopetl.serving.guard import GuardLimits, controller_options
 from autopetl.serving.images import ALLOWED_CONTENT_TYPES, ImageError, ImageLimits, preprocess
@@ -347,10 +346,10 @@ class Ingress:
         image = await asyncio.to_thread(preprocess, data, img_size, self.limits)
         name = self.deployment_of[task]
         try:
-            result = (
-                await self.handles[name]
-                .options(multiplexed_model_id=task)
-                .predict.remote(task, image.numpy(), min(k, served.num_classes))
+            # Routed by backbone, not by Serve's model multiplexing (which splits a batch by
+            # task): a replica's batch holds requests of all its tasks and runs as one pass.
+            result = await self.handles[name].predict.remote(
+                task, image.numpy(), min(k, served.num_classes)
             )
         except BackPressureError:
             return _error(
@@ -371,89 +370,6 @@ class Ingress:
         )
 
 
-def backbone_deployment(num_tasks: int, max_batch_size: int, batch_wait_timeout_s: float) -> Any:
-    """The deployment class of one backbone, with its multiplexing cache and batch size."""
-
-    @serve.deployment
-    class Backbone:
-        """One frozen backbone per replica; each task's weights multiplexed on it."""
-
-        def __init__(
-            self,
-            spec: dict[str, Any],
-            backbone_init: dict[str, Any] | None,
-            tasks: list[dict[str, Any]],
-            threads: int,
-        ) -> None:
-            from autopetl.serving.models import SharedBackbone
-
-            torch.set_num_threads(max(1, threads))
-            self.tasks = {t["key"]: ServedTask(**t) for t in tasks}
-            self.shared = SharedBackbone(spec, backbone_init)
-            self.loaded: dict[str, Any] = {}
-
-        @serve.multiplexed(max_num_models_per_replica=max(1, num_tasks))
-        async def get_model(self, task: str) -> Any:
-            served = self.tasks[task]
-            model = await asyncio.to_thread(self.shared.load, task, served.artifact, served.sha256)
-            self.loaded[task] = model
-            return model
-
-        async def _model_or_error(self, task: str) -> Any:
-            if task not in self.tasks:
-                return f"task {task} is not on this backbone"
-            try:
-                return await self.get_model(task)
-            except Exception as exc:  # a broken artifact: this task answers 503, others serve
-                return f"the weights of task {task} cannot be loaded: {exc}"
-
-        @staticmethod
-        def _top_k(probs: torch.Tensor, k: int) -> dict[str, Any]:
-            values, index = probs.topk(k)
-            return {"top_k": [(int(i), float(v)) for i, v in zip(index, values, strict=True)]}
-
-        async def predict(self, task: str, image: np.ndarray, k: int) -> dict[str, Any]:
-            if max_batch_size > 1:
-                # serve.batch turns the list signature below into a per-item call.
-                probs = await self._batched(task, image)  # type: ignore[call-arg,misc]
-            else:
-                model = await self._model_or_error(task)
-                probs = (
-                    model
-                    if isinstance(model, str)
-                    else self.shared.predict(model, torch.from_numpy(image)[None])[0]
-                )
-            if isinstance(probs, str):
-                return {"error": probs}
-            return self._top_k(probs, k)
-
-        @serve.batch(  # type: ignore[arg-type]  # Ray's stubs do not model methods with 2 lists
-            max_batch_size=max(1, max_batch_size), batch_wait_timeout_s=batch_wait_timeout_s
-        )
-        async def _batched(self, tasks: list[str], images: list[np.ndarray]) -> list[Any]:  # type: ignore[misc]
-            # One forward per task in the batch: each task's model differs (prompts, LoRA...).
-            out: list[Any] = [None] * len(tasks)
-            by_task: dict[str, list[int]] = defaultdict(list)
-            for i, t in enumerate(tasks):
-                by_task[t].append(i)
-            for t, idx in by_task.items():
-                model = await self._model_or_error(t)
-                if isinstance(model, str):
-                    for i in idx:
-                        out[i] = model
-                    continue
-                batch = torch.from_numpy(np.stack([images[i] for i in idx]))
-                probs = self.shared.predict(model, batch)
-                for row, i in enumerate(idx):
-                    out[i] = probs[row]
-            return out
-
-        async def memory(self) -> dict[str, Any]:
-            return self.shared.memory(list(self.loaded.values()))
-
-    return Backbone
-
-
 def build_app(tasks: list[ServedTask], options: ServeOptions | None = None) -> Any:
     """The bound Ray Serve application for these tasks (pass it to ``serve.run``)."""
     options = options or ServeOptions()
@@ -463,7 +379,7 @@ def build_app(tasks: list[ServedTask], options: ServeOptions | None = None) -> A
     for key, group in groups.items():
         name = f"backbone-{key}"
         init = next((t.backbone_init for t in group if t.backbone_init is not None), None)
-        cls = backbone_deployment(len(group), options.max_batch_size, options.batch_wait_timeout_s)
+        cls = backbone_deployment(options.max_batch_size, options.batch_wait_timeout_s)
         handles[name] = cls.options(
             name=name,
             num_replicas=options.replicas,

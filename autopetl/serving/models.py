@@ -139,6 +139,16 @@ class SharedBackbone:
         logits = task_model.model(normalize(images, self.mean, self.std))
         return torch.softmax(logits.float(), dim=-1)
 
+    @torch.inference_mode()
+    def predict_mixed(
+        self, mixed: torch.nn.Module, images: torch.Tensor, tasks: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Class probabilities of each uint8 image ``images[j]`` from task ``tasks[j]`` of a
+        :class:`~autopetl.serving.mixed.MixedTaskModel`, in one pass (a list: tasks have their
+        own numbers of classes)."""
+        logits = mixed(normalize(images, self.mean, self.std), tasks)
+        return [torch.softmax(row.float(), dim=-1) for row in logits]
+
     def memory(self, models: list[TaskModel]) -> dict[str, Any]:
         """Bytes held: the shared frozen tensors once, each task's own tensors, and what the same
         models would take with a full copy of the backbone each."""
