@@ -507,10 +507,10 @@ def test_data_scales_never_share_a_front_and_the_report_plots_accuracy_against_t
 def test_a_warm_started_search_says_what_seeded_it(
     search_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
-
     copy = tmp_path / "seeded.db"
-    shutil.copy(search_db.removeprefix("sqlite:///"), copy)
+    # SQLite's backup API: the copy holds what is still in the write-ahead log too.
+    with sqlite3.connect(search_db.removeprefix("sqlite:///")) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
     lineage = {"sources": ["loc-search", "ori-search"], "seeded": 5, "left_out": 1, "capped": 0}
     with sqlite3.connect(copy) as conn:
         conn.execute(
