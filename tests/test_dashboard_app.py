@@ -68,6 +68,14 @@ def _traces(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["name"]: t for t in spec["data"]}
 
 
+def _copy_db(url: str, path: Path) -> str:
+    """A copy of a SQLite database to change in one test, as a URL. SQLite's backup API: the copy
+    holds what is still in the write-ahead log too."""
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+    return f"sqlite:///{path}"
+
+
 def _texts(at: AppTest) -> str:
     parts = [
         e.value
@@ -474,10 +482,7 @@ def test_data_scales_never_share_a_front_and_the_report_plots_accuracy_against_t
 ) -> None:
     from autopetl.backbones import SMOKE_BACKBONE
 
-    path = tmp_path / "scales.db"
-    with sqlite3.connect(search_db.removeprefix("sqlite:///")) as src, sqlite3.connect(path) as dst:
-        src.backup(dst)
-    url = f"sqlite:///{path}"
+    url = _copy_db(search_db, tmp_path / "scales.db")
     store = open_store(url)
     for fraction, acc in ((0.01, 0.4), (0.1, 0.7)):
         name = f"scale-{fraction}"
@@ -507,10 +512,7 @@ def test_data_scales_never_share_a_front_and_the_report_plots_accuracy_against_t
 def test_a_warm_started_search_says_what_seeded_it(
     search_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    copy = tmp_path / "seeded.db"
-    # SQLite's backup API: the copy holds what is still in the write-ahead log too.
-    with sqlite3.connect(search_db.removeprefix("sqlite:///")) as src, sqlite3.connect(copy) as dst:
-        src.backup(dst)
+    copy = _copy_db(search_db, tmp_path / "seeded.db").removeprefix("sqlite:///")
     lineage = {"sources": ["loc-search", "ori-search"], "seeded": 5, "left_out": 1, "capped": 0}
     with sqlite3.connect(copy) as conn:
         conn.execute(

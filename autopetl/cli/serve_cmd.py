@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve the best evaluated configurations over HTTP (Ray Serve)",
         description=(
             "Serve evaluated configurations with Ray Serve: one deployment per frozen backbone, "
-            "every task's tunable weights on it, a batch of mixed tasks in one pass. POST /v1/tasks/TASK/predict with an "
-            "image; GET /v1/tasks; GET /healthz; the OpenAPI schema is at /docs (docs/SERVING.md)."
+            "every task's tunable weights on it, a batch of mixed tasks in one pass. POST "
+            "/v1/tasks/TASK/predict with an image; GET /v1/tasks; GET /healthz; the OpenAPI "
+            "schema is at /docs (docs/SERVING.md)."
         ),
     )
     which = p.add_mutually_exclusive_group(required=True)

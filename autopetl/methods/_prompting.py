@@ -33,6 +33,11 @@ def vpt_init_(prompts: torch.Tensor, backbone: Any, width: int | None = None) ->
     nn.init.uniform_(prompts, -val, val)
 
 
+def embed_tokens(vit: Any, x: torch.Tensor) -> torch.Tensor:
+    """What a timm ViT's forward_features does before its blocks: the token sequence."""
+    return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+
+
 class PromptedModel(PetlModel):
     """A frozen ViT whose blocks see prompt tokens; subclasses say what the prompts are.
 
@@ -64,6 +69,13 @@ class PromptedModel(PetlModel):
         """Prompts [p, d] (or [B, p, d]) for block ``layer`` >= 1, or None."""
         return None
 
+    @property
+    def prepends_prompts(self) -> bool:
+        """Whether the sequence is this class's encode(): prompts inserted after the prefix
+        tokens of the backbone's own sequence. A mixed-task pass (autopetl/serving/mixed.py) runs
+        such models with every other task; one that builds its sequence otherwise says False."""
+        return True
+
     def prepare_prompts(self, x: torch.Tensor | None) -> None:
         """Before prompts are asked for a batch ``x`` (None: after): what they need of the
         images beyond the tokens (DVPT's frozen image feature). A mixed-task pass
@@ -73,10 +85,7 @@ class PromptedModel(PetlModel):
         """The normed output tokens without the prompts, and the normed prompt outputs (None
         when no block had prompts)."""
         vit = self.backbone
-        x = vit.patch_embed(x)
-        x = vit._pos_embed(x)
-        x = vit.patch_drop(x)
-        x = vit.norm_pre(x)
+        x = embed_tokens(vit, x)
         n, p = vit.num_prefix_tokens, self.prompt_length
         inserted = False
         for i, block in enumerate(vit.blocks):

@@ -34,7 +34,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from autopetl.backbones import family_of
-from autopetl.methods._prompting import PromptedModel, vpt_init_
+from autopetl.methods._prompting import PromptedModel, embed_tokens, vpt_init_
 from autopetl.methods._swin_prompting import SwinPromptedModel, swin_blocks
 from autopetl.methods.base import Method, PetlModel, head_params, make_head_tunable
 from autopetl.methods.options.vpt import LOCATIONS as LOCATIONS  # where it was
@@ -65,13 +65,17 @@ class VPTModel(PromptedModel):
         row = self.rows.get(layer)
         return None if row is None else self.prompts[row]
 
+    @property
+    def prepends_prompts(self) -> bool:
+        return self.config.location == "prepend"
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.config.location == "prepend":
             return super().encode(x)
         # add: each prompted block's input gets its prompts added, one per token (official
         # "add": the embeddings at the first block, the previous block's output after).
         vit = self.backbone
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        x = embed_tokens(vit, x)
         for i, block in enumerate(vit.blocks):
             row = self.rows.get(i)
             if row is not None:

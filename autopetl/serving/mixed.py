@@ -28,7 +28,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from autopetl.methods._prompting import PromptedModel
+from autopetl.methods._prompting import PromptedModel, embed_tokens
 from autopetl.methods.base import PetlModel
 
 
@@ -70,21 +70,18 @@ class TaskRoute(nn.Module):
         self._rows = rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = self._rows.groups
-        own = [(t, idx) for t, idx in groups if self.kinds[t] == "own"]
-        if not own:
-            y = self.shared(x)
+        groups = self._rows.groups  # they partition the batch's rows
+        if any(self.kinds[t] == "own" for t, _ in groups):
+            outs = [(idx, self.tasks[t](x[idx])) for t, idx in groups if self.kinds[t] == "own"]
+            shared = [idx for t, idx in groups if self.kinds[t] != "own"]
+            if shared:
+                rows = torch.cat(shared)
+                outs.append((rows, self.shared(x[rows])))
+            y = outs[0][1].new_empty((x.shape[0], *outs[0][1].shape[1:]))
+            for idx, out in outs:
+                y[idx] = out
         else:
-            keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            for _, idx in own:
-                keep[idx] = False
-            rows = keep.nonzero().squeeze(1)
-            first = self.shared(x[rows]) if len(rows) else self.tasks[own[0][0]](x[own[0][1]])
-            y = first.new_empty((x.shape[0], *first.shape[1:]))
-            if len(rows):
-                y[rows] = first
-            for t, idx in own:
-                y[idx] = self.tasks[t](x[idx])
+            y = self.shared(x)
         for t, idx in groups:
             if self.kinds[t] == "residual":
                 wrapper: Any = self.tasks[t]  # a module with SHARED and residual (LoRA, adapter)
@@ -149,7 +146,7 @@ class MixedTaskModel(nn.Module):
         self.merged_tasks = [
             i
             for i, m in enumerate(models)
-            if (type(m) is PetlModel or _joins_prompted_pass(m))
+            if (type(m) is PetlModel or (isinstance(m, PromptedModel) and m.prepends_prompts))
             and type(m.backbone) is type(base)
             and _own_tensors(m.backbone) == _own_tensors(base)
         ]
@@ -221,7 +218,7 @@ class MixedTaskModel(nn.Module):
         positions once they arrive, and every position it does not use is masked out of
         attention, so each sample attends to exactly what its task's model alone would."""
         vit: Any = self.trunk
-        embedded = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        embedded = embed_tokens(vit, x)
         n, room = (
             vit.num_prefix_tokens,
             max(cast(PromptedModel, self._models[i]).prompt_length for i, _ in prompted),
@@ -264,11 +261,3 @@ class MixedTaskModel(nn.Module):
                 cast(PromptedModel, self._models[i]).prepare_prompts(None)
         seq = vit.norm(seq)
         return torch.cat([seq[:, :n], seq[:, n + room :]], dim=1), seq[:, n : n + room]
-
-
-def _joins_prompted_pass(model: nn.Module) -> bool:
-    """A prompt model whose prompts go after the prefix tokens of the backbone's own sequence
-    (what PromptedModel.encode does): VPT prepend and DVPT, not VPT add."""
-    return (isinstance(model, PromptedModel) and type(model).encode is PromptedModel.encode) or (
-        isinstance(model, PromptedModel) and getattr(model.config, "location", "") == "prepend"
-    )
