@@ -166,14 +166,13 @@ def test_a_multitask_smoke_search_is_one_tune_run_with_both_tasks_at_once(
         finished = [t for t in trials[name] if t.status in ("completed", "pruned")]
         assert len(finished) == 6 and len(trials[name]) == 6, (name, told)
         assert store.get_search(name).status == "completed", told
-    # Trials of the two tasks ran at the same time.
-    overlaps = [
-        (a.trial_key, b.trial_key)
-        for a in trials[names[0]]
-        for b in trials[names[1]]
-        if a.created_at < b.finished_at and b.created_at < a.finished_at
-    ]
-    assert overlaps, told
+    # The two searches went on together: each one's first trial started before the other's last
+    # trial ended (one after another, every trial of the first would end before the second's
+    # began). Not "two trials at once": on a loaded 2-core machine Tune's actor reuse may hand
+    # every short trial to the one worker that started first.
+    loc, ori = trials[names[0]], trials[names[1]]
+    assert min(t.created_at for t in ori) < max(t.finished_at for t in loc), told
+    assert min(t.created_at for t in loc) < max(t.finished_at for t in ori), told
     said = [line for line in captured.err.splitlines() if ": trial " in line]
     epochs = [line for line in said if re.search(r": trial \d+ \w+ epoch \d", line)]
     lines = [line for line in said if line not in epochs]
