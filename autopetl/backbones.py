@@ -14,6 +14,7 @@ The weights source is one of:
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Mapping
@@ -52,11 +53,13 @@ class BackboneSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON records it (tuples in overrides become lists), so a spec compares
+        equal to itself read back from an artifact or the store."""
         return {
             "name": self.name,
             "weights": self.weights,
             "img_size": self.img_size,
-            "overrides": dict(self.overrides),
+            "overrides": json.loads(json.dumps(self.overrides)),
         }
 
 

@@ -1,5 +1,5 @@
 """One backbone pass for a batch of mixed tasks (issue 32, item 1-2): each sample's logits are
-those of its own task's model alone."""
+those of its own task's model alone, on the tiny ViT and the tiny Swin."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from autopetl.methods.io import WEIGHTS_FILE, file_sha256
 from autopetl.serving.mixed import MixedTaskModel
 from autopetl.serving.models import SharedBackbone
 
-from .conftest import TINY
-from .test_serve_models import _normalise, artifacts  # noqa: F401  (the fixture)
+from .conftest import TINY, TINY_SWIN
+from .test_serve_models import _normalise, _perturb, artifacts  # noqa: F401  (the fixture)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +147,76 @@ def test_prompts_of_different_lengths_and_depths_share_one_pass_exactly() -> Non
             rows = (tasks == i).nonzero().squeeze(1)
             for row, expected in zip(rows.tolist(), model(x[rows]), strict=True):
                 torch.testing.assert_close(got[row], expected, rtol=0, atol=1e-5, msg=str(i))
+
+
+# The methods that apply to a Swin, VPT also deep with the official Swin code's readout.
+SWIN_VARIANTS = {
+    "bias": {},
+    "full": {},
+    "linear": {},
+    "vpt": {"prompt_length": 3, "deep": False},
+    "vpt-deep": {"prompt_length": 2, "readout": "image_prompt_pool"},
+}
+# On a Swin, VPT's prompts sit inside every window (their own encode) and full shares no frozen
+# tensor: a pass of their own. BitFit and the linear probe share the pass; BitFit's blocks run
+# whole on its rows, since a block's window attention sees windows, not samples, as rows.
+SWIN_OWN_PASS = {"full", "vpt", "vpt-deep"}
+
+
+@pytest.fixture(scope="module")
+def swin_served(tmp_path_factory):
+
+    from autopetl.methods import build_method
+    from autopetl.methods.io import backbone_init_record, rebuildable_backbone, save_tunable
+    from autopetl.pipeline import attach
+
+    base = rebuildable_backbone(TINY_SWIN, 16)
+    init = backbone_init_record(TINY_SWIN, base)
+    root = tmp_path_factory.mktemp("swin-arts")
+    paths = {}
+    for i, (variant, values) in enumerate(SWIN_VARIANTS.items()):
+        classes = 16 if i % 2 == 0 else 5  # tasks with other class counts share the trunk
+        base.reset_classifier(classes)
+        method = build_method(variant.split("-")[0], values)
+        model = attach(base, method, seed=i)
+        _perturb(model, i)
+        paths[variant] = save_tunable(
+            model, method, TINY_SWIN.to_dict(), classes, root / variant, backbone_init=init
+        )
+    shared = SharedBackbone(TINY_SWIN.to_dict(), init)
+    models = {v: shared.load(v, p, file_sha256(p / WEIGHTS_FILE)) for v, p in paths.items()}
+    return shared, models
+
+
+@pytest.mark.parametrize("variant", list(SWIN_VARIANTS))
+def test_each_swin_method_alone_gives_each_sample_its_own_tasks_logits(
+    swin_served, variant
+) -> None:
+    shared, models = swin_served
+    mixed = _check(shared, [models[variant]], per_task=3)
+    assert mixed.own_pass == ([0] if variant in SWIN_OWN_PASS else [])
+    assert mixed.passes_per_batch == 1
+
+
+def test_a_batch_of_every_swin_method_gives_each_sample_its_own_tasks_logits(swin_served) -> None:
+    shared, models = swin_served
+    mixed = _check(shared, list(models.values()), per_task=2, seed=1)
+    own = {list(models)[i] for i in mixed.own_pass}
+    assert own == SWIN_OWN_PASS, own
+    assert mixed.passes_per_batch == 1 + len(SWIN_OWN_PASS)
+
+
+def test_on_a_swin_bitfit_runs_its_blocks_whole_and_the_probe_the_frozen_ones(swin_served) -> None:
+    shared, models = swin_served
+    mixed = _check(shared, [models["linear"], models["bias"]], per_task=3, seed=2)
+    assert mixed.passes_per_batch == 1
+    calls = []
+    qkv = shared.base.layers[0].blocks[0].attn.qkv  # the frozen window attention's
+    handle = qkv.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        x = _normalise(torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8))
+        with torch.inference_mode():
+            mixed(x, torch.tensor([0, 1, 0, 1, 0]))
+    finally:
+        handle.remove()
+    assert calls == [3 * 4]  # once, the probe's three images' four windows each

@@ -17,6 +17,12 @@ Every module of a ViT maps each sample on its own (no batch norm; dropout is off
 routing rows is exact: each sample's logits are those of its task's model alone (up to the last
 bits of a matmul over another batch size). Models that change the token sequence itself (VPT and
 DVPT's prompts: their own ``forward_features``) run a pass of their own on their rows for now.
+
+On a Swin the same holds but for one module: a block's window attention sees windows, not
+samples, as its rows (and takes the shift mask), so where a task differs inside it (BitFit's
+qkv and proj biases) the whole block is routed, on its [B, H, W, C] input. VPT on a Swin puts
+prompts inside every window (its own ``encode``) and full fine-tuning shares no frozen tensor:
+a pass of their own.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
+from timm.models.swin_transformer import WindowAttention
 from torch import nn
 
 from autopetl.methods._prompting import PromptedModel, embed_tokens
@@ -115,12 +122,19 @@ def _merge(base: nn.Module, tasks: list[nn.Module], rows: _Rows) -> nn.Module:
     if not recurse:  # a leaf, a wrapper, or a module a task replaced: route rows here
         return TaskRoute(base, tasks, kinds, rows)
     # A container all tasks share (a Block, its Attention): merge child by child.
-    merged = copy.copy(base)  # the same tensors and settings, its own children
-    merged._modules = {
+    children: dict[str, nn.Module | None] = {
         name: _merge(child, [cast(nn.Module, t._modules[name]) for t in tasks], rows)
         for name, child in base._modules.items()
         if child is not None
     }
+    if any(
+        isinstance(base._modules[n], WindowAttention) and c is not base._modules[n]
+        for n, c in children.items()
+    ):
+        # Its rows are a Swin block's windows, not samples: route the whole block instead.
+        return TaskRoute(base, tasks, kinds, rows)
+    merged = copy.copy(base)  # the same tensors and settings, its own children
+    merged._modules = children
     return merged
 
 
@@ -141,14 +155,17 @@ class MixedTaskModel(nn.Module):
         self._models: list[PetlModel] = list(models)
         # Prompt methods that insert their prompts after the prefix tokens (VPT prepend, DVPT)
         # join the pass, padded to the longest prompts with the padding masked. Other PetlModel
-        # subclasses build their own token sequence (VPT add), and a model that trained the
-        # embeddings themselves (full) changes every token from the start: a pass of their own.
+        # subclasses build their own token sequence (VPT add, VPT on a Swin), and a model that
+        # trained the embeddings themselves (full) changes every token from the start: a pass of
+        # their own. (A Swin's root holds no tensors: there full is the model that shares none.)
+        frozen = {p.untyped_storage().data_ptr() for p in base.parameters()}
         self.merged_tasks = [
             i
             for i, m in enumerate(models)
             if (type(m) is PetlModel or (isinstance(m, PromptedModel) and m.prepends_prompts))
             and type(m.backbone) is type(base)
             and _own_tensors(m.backbone) == _own_tensors(base)
+            and any(p.untyped_storage().data_ptr() in frozen for p in m.backbone.parameters())
         ]
         self.own_pass = [i for i in range(len(models)) if i not in self.merged_tasks]
         self.trunk = _merge(base, [models[i].backbone for i in self.merged_tasks], self._rows)
