@@ -106,11 +106,42 @@ def test_a_slow_body_gets_408_and_too_many_uploads_get_503() -> None:
     assert time.perf_counter() - t0 < 5
     status, body = _status_and_json(sent)
     assert status == 408 and body["error"] == "body_timeout" and not seen
-    guard = RequestGuard(_echo_app(seen), GuardLimits(max_uploads=0))
-    sent = asyncio.run(_call(guard, _post([(b"content-length", b"1")]), []))
+    guard = RequestGuard(_echo_app(seen), GuardLimits(max_buffered_bytes=0))
+    one = [{"type": "http.request", "body": b"x", "more_body": False}]
+    sent = asyncio.run(_call(guard, _post([(b"content-length", b"1")]), one))
     status, body = _status_and_json(sent)
     assert status == 503 and body["error"] == "too_many_uploads"
     assert (b"retry-after", b"1") in sent[0]["headers"]
+
+
+def test_stalled_uploads_cost_the_bytes_they_sent_and_shut_out_no_one() -> None:
+    # 3,000 uploads stalled after 100 of 100,000 declared bytes (issue 32, item 5: 512 upload
+    # slots were all held by 1,000 such clients, and every valid prediction got a 503).
+    seen: list[bytes] = []
+    limits = GuardLimits(max_buffered_bytes=1_000_000, body_timeout_s=60)
+    guard = RequestGuard(_echo_app(seen), limits)
+    stalled = [{"type": "http.request", "body": b"s" * 100, "more_body": True}]
+    whole = [{"type": "http.request", "body": b"p" * 50_000, "more_body": False}]
+    declared = _post([(b"content-length", b"100000")])
+
+    async def scenario() -> tuple[list[dict], list[dict], int]:
+        stalls = [asyncio.ensure_future(_call(guard, declared, stalled)) for _ in range(3000)]
+        await asyncio.sleep(0.2)
+        held = guard.buffered
+        valid = await asyncio.wait_for(_call(guard, _post([]), list(whole)), 5)
+        # The budget still binds: a body that would pass it is refused, and holds nothing after.
+        big = [{"type": "http.request", "body": b"b" * 800_000, "more_body": False}]
+        refused = await asyncio.wait_for(_call(guard, _post([]), big), 5)
+        for s in stalls:
+            s.cancel()
+        await asyncio.gather(*stalls, return_exceptions=True)
+        return valid, refused, held
+
+    valid, refused, held = asyncio.run(scenario())
+    assert held == 3000 * 100
+    assert valid[0]["status"] == 200 and seen == [b"p" * 50_000]
+    assert _status_and_json(refused)[1]["error"] == "too_many_uploads"
+    assert guard.buffered == 0  # every body, answered or cancelled, gave its bytes back
 
 
 def test_a_plain_text_error_of_the_proxy_becomes_json_and_a_get_passes_unbuffered() -> None:
@@ -303,3 +334,24 @@ def test_a_full_backbone_queue_is_a_fast_json_503(guarded: int) -> None:
     assert 200 in codes and 503 in codes, codes
     shed = next(r for r in responses if r.status_code == 503)
     assert shed.json()["error"] == "overloaded" and shed.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("mib", [2, 9])
+def test_urllib_reads_the_413_of_an_oversized_body(guarded: int, mib: int) -> None:
+    # urllib sends the whole body, then reads: a server that closes on unread input resets the
+    # connection and the client never sees the 413 (issue 32, item 4). The limit here is 1 MiB.
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{guarded}{LOC}",
+        data=b"\0" * (mib * 2**20),
+        headers={"content-type": "image/png"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=30)
+    assert raised.value.code == 413
+    assert json.loads(raised.value.read())["error"] == "body_too_large"
+    # The server lingered, then closed, and serves on.
+    assert httpx.get(f"http://127.0.0.1:{guarded}/healthz", timeout=10).status_code == 200

@@ -12,10 +12,15 @@ nginx-style front such a server needs, in the proxy process itself:
   :attr:`GuardLimits.max_body_bytes`, before the request is forwarded, so a stalled or oversized
   upload never holds an ingress slot and never crosses into Ray (413 on Content-Length before a
   byte is read; 408 when too slow);
-- at most :attr:`GuardLimits.max_uploads` bodies are received at once (503 beyond);
+- the bodies being received hold at most :attr:`GuardLimits.max_buffered_bytes` between them
+  (503 beyond): what a body costs is the bytes it has sent, so a thousand uploads stalled after
+  100 bytes cost 100 KB and shut out no one (issue 32; a count of upload slots did);
 - a connection must finish its request headers within :attr:`GuardLimits.header_timeout_s`
   (408 and closed), and connections beyond :attr:`GuardLimits.max_connections` are answered 503
   and closed at once;
+- an answer given while the body still comes (413, 408) closes with a bounded lingering read,
+  so a client that sends the whole body before reading gets the answer, not a reset
+  (:mod:`autopetl.serving.guard_connections`);
 - every answer is JSON ``{"error": CODE, "detail": TEXT}``: Ray's proxy errors (503 back
   pressure, 408 timeout, 500) and uvicorn's own 400s (a garbage request line, TLS bytes on the
   plain port, a bad Content-Length) included.
@@ -23,10 +28,9 @@ nginx-style front such a server needs, in the proxy process itself:
 Ray Serve no longer takes proxy middlewares as an option; its supported hook is the callback
 named by ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, called in each proxy at start. The
 serve command sets it (and the limits, as JSON) in the Serve controller's environment, which
-the proxies inherit: :func:`controller_options`. The header timeout, the connection limit and
-the JSON 400s wrap methods of uvicorn's protocol classes, checked against uvicorn 0.55 (every
-wrapped name is checked first; a uvicorn without them keeps its own behaviour and says so in the
-proxy's log).
+the proxies inherit: :func:`controller_options`. The header timeout, the connection limit, the
+JSON 400s and the lingering close are in uvicorn's connection layer:
+:mod:`autopetl.serving.guard_connections`.
 """
 
 from __future__ import annotations
@@ -36,10 +40,17 @@ import http
 import json
 import logging
 import os
-import resource
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from autopetl.serving.guard_connections import (
+    error_body,
+    patch_uvicorn,
+    raise_open_files,
+)
+
+__all__ = ["GuardLimits", "RequestGuard", "controller_options", "patch_uvicorn", "reply"]
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +87,19 @@ class GuardLimits:
         header_timeout_s: Time a connection has to send a request's headers.
         body_timeout_s: Time a request has to send its whole body.
         max_connections: Open connections, idle or not; beyond, 503 and closed.
-        max_uploads: Bodies being received at once; beyond, 503.
+        max_buffered_bytes: Bytes held by all the bodies being received or forwarded at once;
+            beyond, 503. Each body counts what it has sent so far, not what it declares.
+        linger_s: Longest a connection answered before its body ended is drained before closing.
+        linger_idle_s: The drain ends sooner once the client has sent nothing for this long.
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_connections: int = 4096
-    max_uploads: int = 512
+    max_buffered_bytes: int = 256 * 1024 * 1024
+    linger_s: float = 10.0
+    linger_idle_s: float = 2.0
 
     def to_env(self) -> dict[str, str]:
         """The environment a proxy needs to install the guard with these limits."""
@@ -93,22 +109,6 @@ class GuardLimits:
 def controller_options(limits: GuardLimits) -> dict[str, Any]:
     """``serve.start(controller_options=...)``: the proxies inherit the controller's env vars."""
     return {"runtime_env": {"env_vars": limits.to_env()}}
-
-
-def error_body(code: str, detail: str) -> bytes:
-    return json.dumps({"error": code, "detail": detail}).encode()
-
-
-def raw_response(status: int, code: str, detail: str) -> bytes:
-    """A whole HTTP/1.1 JSON error response that closes the connection (written to a socket)."""
-    body = error_body(code, detail)
-    head = (
-        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
-        "content-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
 
 
 async def reply(send: Send, status: int, code: str, detail: str, *, close: bool = True) -> None:
@@ -129,7 +129,7 @@ class RequestGuard:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limits: GuardLimits):
         self.app = app
         self.limits = limits
-        self.uploads = 0
+        self.buffered = 0  # bytes held by the bodies in progress, all requests together
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,40 +152,34 @@ class RequestGuard:
             if size > limit:
                 await reply(send, 413, "body_too_large", f"the body is over {limit} bytes")
                 return
-        if self.uploads >= self.limits.max_uploads:
-            await reply(
-                send,
-                503,
-                "too_many_uploads",
-                f"{self.uploads} uploads are in progress (at most {self.limits.max_uploads}); "
-                "retry in a second",
-            )
-            return
-        self.uploads += 1
+        held = [0]  # what this body holds of the shared budget, released when it is answered
         try:
-            body = await self._receive_body(receive, send)
+            body = await self._receive_body(receive, send, held)
+            if body is not None:
+                await self.app(scope, _replay(body, receive), send)
         finally:
-            self.uploads -= 1
-        if body is None:
-            return
-        await self.app(scope, _replay(body, receive), send)
+            self.buffered -= held[0]
 
-    async def _receive_body(self, receive: Receive, send: Send) -> bytes | None:
-        """The whole body, or None once the client was answered (413, 408) or went away."""
+    async def _receive_body(self, receive: Receive, send: Send, held: list[int]) -> bytes | None:
+        """The whole body, or None once the client was answered (413, 408, 503) or went away.
+
+        ``held[0]`` counts the bytes this body has taken of the shared budget."""
         limit = self.limits.max_body_bytes
+        budget = self.limits.max_buffered_bytes
         chunks: list[bytes] = []
-        size = 0
 
         async def read() -> str:
-            nonlocal size
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return "gone"
                 chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
+                if held[0] + len(chunk) > limit:
                     return "too_large"
+                if self.buffered + len(chunk) > budget:
+                    return "busy"
+                held[0] += len(chunk)
+                self.buffered += len(chunk)
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return "ok"
@@ -203,6 +197,17 @@ class RequestGuard:
         if outcome == "too_large":
             chunks.clear()
             await reply(send, 413, "body_too_large", f"the body is over {limit} bytes")
+            return None
+        if outcome == "busy":
+            chunks.clear()
+            mib = 1024 * 1024
+            await reply(
+                send,
+                503,
+                "too_many_uploads",
+                f"uploads in progress hold {self.buffered / mib:.1f} MiB, the server's limit of "
+                f"{budget / mib:.0f} MiB; retry in a second",
+            )
             return None
         return b"".join(chunks) if outcome == "ok" else None
 
@@ -260,136 +265,12 @@ def _json_errors(send: Send) -> Send:
     return wrapped
 
 
-# -- uvicorn's connection layer (below ASGI) ------------------------------------------------------
-_WRAPPED = ("connection_made", "on_response_complete", "send_400_response")
-
-
-def patch_uvicorn(limits: GuardLimits) -> list[str]:
-    """Give uvicorn's protocols a header timeout, a connection limit and JSON 400s.
-
-    Returns the names of the classes patched. Idempotent.
-    """
-    patched = []
-    classes: list[Any] = []
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        classes.append(HttpToolsProtocol)
-    except ImportError:  # httptools is optional in uvicorn; h11 is always there
-        pass
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    classes.append(H11Protocol)
-    for cls in classes:
-        if getattr(cls, "_autopetl_guard", None) is not None:
-            cls._autopetl_guard = limits
-            patched.append(cls.__name__)
-            continue
-        if not all(callable(getattr(cls, name, None)) for name in _WRAPPED):
-            log.warning("autopetl guard: %s lacks %s; its limits are not applied", cls, _WRAPPED)
-            continue
-        _patch(cls, limits)
-        patched.append(cls.__name__)
-    return patched
-
-
-def _patch(cls: Any, limits: GuardLimits) -> None:
-    made = cls.connection_made
-    complete = cls.on_response_complete
-    cls._autopetl_guard = limits
-
-    def arm(self: Any) -> None:
-        # The timer fires unless a new request's headers completed since (uvicorn makes a new
-        # cycle at that moment) or the connection is already gone.
-        armed = getattr(self, "cycle", None)
-        timeout = cls._autopetl_guard.header_timeout_s
-
-        def fire() -> None:
-            transport = getattr(self, "transport", None)
-            if (
-                transport is None
-                or transport.is_closing()
-                or getattr(self, "cycle", None) is not armed
-            ):
-                return
-            if armed is not None and not getattr(armed, "response_complete", True):
-                return  # still answering the previous request
-            transport.write(
-                raw_response(
-                    408, "header_timeout", f"request headers not received within {timeout:g} s"
-                )
-            )
-            transport.close()
-
-        old = getattr(self, "_autopetl_timer", None)
-        if old is not None:
-            old.cancel()
-        self._autopetl_timer = asyncio.get_event_loop().call_later(timeout, fire)
-
-    def connection_made(self: Any, transport: Any) -> None:
-        allowed = cls._autopetl_guard.max_connections
-        if len(self.server_state.connections) >= allowed:
-            _shed(
-                transport,
-                raw_response(
-                    503,
-                    "too_many_connections",
-                    f"the server holds {allowed} connections, its limit; retry in a second",
-                ),
-            )
-            return
-        made(self, transport)
-        arm(self)
-
-    def on_response_complete(self: Any) -> None:
-        complete(self)
-        if not self.transport.is_closing():
-            arm(self)
-
-    def send_400_response(self: Any, msg: str) -> None:
-        self.transport.write(raw_response(400, "bad_request", msg))
-        self.transport.close()
-
-    cls.connection_made = connection_made
-    cls.on_response_complete = on_response_complete
-    cls.send_400_response = send_400_response
-
-
-class _Drain(asyncio.Protocol):
-    """Reads and drops what a shed client still sends, so closing does not reset the answer."""
-
-    def data_received(self, data: bytes) -> None:
-        pass
-
-
-def _shed(transport: Any, response: bytes) -> None:
-    """Answer a connection uvicorn never sees, then close it once the client had time to read.
-
-    Closing a socket with unread input sends a TCP reset, which can destroy the answer before
-    the client reads it; so the client's request is read and dropped for a second first.
-    """
-    transport.set_protocol(_Drain())
-    transport.write(response)
-    if transport.can_write_eof():
-        transport.write_eof()
-    asyncio.get_event_loop().call_later(1.0, transport.close)
-
-
-def _raise_open_files(wanted: int) -> None:
-    """Let the proxy hold ``wanted`` connections: the soft open-files limit, up to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = wanted + 256  # Ray's own sockets and files
-    if soft != resource.RLIM_INFINITY and soft < need:
-        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
 def proxy_middlewares() -> list[Any]:
     """Ray Serve's proxy callback: install the guard with the limits the serve command set."""
     from starlette.middleware import Middleware
 
     limits = GuardLimits(**json.loads(os.environ.get(LIMITS_ENV, "{}")))
-    _raise_open_files(limits.max_connections)
+    raise_open_files(limits.max_connections)
     patched = patch_uvicorn(limits)
     log.info("autopetl guard in the proxy: %s on %s", limits, ", ".join(patched) or "nothing")
     return [Middleware(RequestGuard, limits=limits)]
