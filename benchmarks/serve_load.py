@@ -10,6 +10,11 @@ queue bound (``--max-queued``; -1 is no bound, as before issue 18) x clients. Bo
 
     python benchmarks/serve_load.py --quick      # 16 clients x 5 s per setting, smoke backbone
     python benchmarks/serve_load.py --clients 16,50 --seconds 20 --max-queued 8,-1 --batch-sizes 1,8
+
+With ``--tasks``, throughput against the number of tasks served instead, one pass per batch
+against a pass per task (benchmarks/_serve_tasks_http.py):
+
+    python benchmarks/serve_load.py --tasks 1,2,4,8 --mix uniform,skewed   # ViT-S/16, 224 px
 """
 
 from __future__ import annotations
@@ -158,6 +163,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", default="1,8", help="max batch sizes to compare (1 = none)")
     p.add_argument("--image-size", type=int, default=64, help="side of the PNG clients send")
     p.add_argument("--weights", default=None, help="real backbone weights file (default: smoke)")
+    p.add_argument("--tasks", default=None, help="task counts to serve, a list: 1,2,4,8")
+    p.add_argument("--mix", default="uniform,skewed", help="with --tasks: uniform, skewed")
+    p.add_argument("--backbone", default="vit_small_patch16_224", help="with --tasks (random init)")
+    p.add_argument("--img-size", type=int, default=224, help="with --tasks")
+    p.add_argument("--batch", type=int, default=8, help="with --tasks: the max batch size")
     p.add_argument(
         "--out",
         type=Path,
@@ -170,6 +180,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.out = args.out or results / ("quick" if args.quick else "") / "serve_load.json"
     if args.quick:
         args.clients, args.seconds = "16", 5.0
+        if args.tasks:
+            args.tasks, args.backbone, args.img_size = "1,2", "vit_tiny_patch16_224", 64
+    args.command = " ".join(["python", *sys.argv])
+    args.machine = f"{platform.machine()}, {os.cpu_count()} CPUs visible, {platform.platform()}"
+    if args.tasks and not all(1 <= int(n) <= 16 for n in args.tasks.split(",")):
+        p.error("--tasks: counts in 1..16")
+    if not set(args.mix.split(",")) <= {"uniform", "skewed"}:
+        p.error("--mix: uniform, skewed or both")
     clients_list = [int(c) for c in args.clients.split(",")]
     if not all(1 <= c <= 256 for c in clients_list) or not 0 < args.seconds <= 120:
         p.error("--clients must be in 1..256 and --seconds in (0, 120]: the benchmark is bounded")
@@ -178,6 +196,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tasks:
+        from _serve_tasks_http import run
+
+        return run(args)
     clients_list = [int(c) for c in args.clients.split(",")]
     queues = [int(q) for q in args.max_queued.split(",")]
 

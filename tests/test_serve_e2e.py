@@ -99,10 +99,29 @@ def _offline(artifact: str, png: bytes) -> torch.Tensor:
 def test_concurrent_requests_of_both_tasks_are_answered_in_mixed_batches(server) -> None:
     """Requests of the VPT and the DVPT task at once: a replica's batch holds both tasks and
     runs as one pass (mixed.py); every answer is still its own task's model's."""
-    from concurrent.futures import ThreadPoolExecutor
+    client, tasks = server
+    _ask_concurrently(str(client.base_url), tasks)
+
+
+def test_a_batch_run_as_a_pass_per_task_gives_the_same_answers(server) -> None:
+    """``one_pass=False`` (what benchmarks/serve_load.py --tasks measures the one pass against)
+    splits each batch by task, and answers the same."""
+    from ray import serve
+
+    from autopetl.serving.app import ServeOptions, build_app
 
     client, tasks = server
-    base_url = str(client.base_url)
+    options = ServeOptions(max_batch_size=4, one_pass=False)
+    serve.run(build_app(tasks, options), name="e2e-per-task", route_prefix="/per-task")
+    try:
+        _ask_concurrently(str(client.base_url).rstrip("/") + "/per-task", tasks)
+    finally:
+        serve.delete("e2e-per-task")
+
+
+def _ask_concurrently(base_url: str, tasks: list) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     cases = [(t, _test_image(t.task)) for t in tasks]
     expected = {t.key: _offline(t.artifact, png) for t, png in cases}
 

@@ -28,7 +28,6 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,7 +35,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from autopetl.serving.backbone_deployment import backbone_deployment
 from autopetl.serving.catalog import ServedTask, group_by_backbone
 from autopetl.serving.guard import GuardLimits, controller_options
-from autopetl.serving.images import ALLOWED_CONTENT_TYPES, ImageError, ImageLimits, preprocess
+from autopetl.serving.images import ImageError, ImageLimits, preprocess
+from autopetl.serving.schema import (
+    ERRORS,
+    PREDICT_BODY,
+    Health,
+    LabelScore,
+    PredictResponse,
+    TaskInfo,
+    TaskList,
+)
+from autopetl.serving.uploads import image_bytes
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,9 @@ class ServeOptions:
         replicas: Replicas of each backbone deployment (and of the ingress).
         max_batch_size: Above 1, concurrent requests to a replica are batched (``@serve.batch``).
         batch_wait_timeout_s: How long a batch waits to fill.
+        one_pass: A batch of mixed tasks runs as one backbone pass (mixed.py). False runs a
+            pass per task in the batch, as Ray Serve's per-model multiplexing did: kept to
+            measure the one pass against (benchmarks/serve_load.py --tasks).
         backbone_cpus: Ray CPUs per backbone replica (also its torch threads).
         max_queued: Requests that may wait for a backbone replica, per ingress replica, beyond
             the ones it is running; past that a request is answered 503 at once. A bounded queue
@@ -68,6 +80,7 @@ class ServeOptions:
     # 1.7x p50 where batch 1 let it reach 4x (docs/SERVING.md, benchmarks/serve_load.py).
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.005
+    one_pass: bool = True
     backbone_cpus: float = 1.0
     max_queued: int = 8
     ingress_max_queued: int = 256
@@ -78,83 +91,6 @@ class ServeOptions:
         """Requests a backbone replica runs at once: two batches (one running, one gathering)."""
         return 2 * self.max_batch_size
 
-
-# -- the HTTP schema ------------------------------------------------------------------------------
-class ErrorResponse(BaseModel):
-    error: str = Field(description="a short machine-readable code, e.g. invalid_image")
-    detail: str = Field(description="what was wrong and how to fix it")
-
-
-class LabelScore(BaseModel):
-    label: int = Field(description="the class index of the task")
-    probability: float
-
-
-class PredictResponse(BaseModel):
-    task: str
-    method: str
-    top_k: list[LabelScore]
-
-
-class TaskInfo(BaseModel):
-    task: str = Field(description="the name in URLs")
-    full_name: str
-    num_classes: int
-    method: str
-    config: dict[str, Any]
-    search: str
-    trial_key: str
-    seed: int = Field(description="the evaluation seed whose weights are served")
-    seed_test_acc: float | None = Field(description="that seed's own test accuracy")
-    test_acc: float | None = Field(description="mean test accuracy over the evaluated seeds")
-    test_acc_std: float | None
-    seeds: int
-    tunable_params: int | None
-    backbone: dict[str, Any] = Field(
-        description="model name, input size and weights (a file's name, never its path on the server)"
-    )
-    deployment: str
-
-
-class TaskList(BaseModel):
-    tasks: list[TaskInfo]
-
-
-class Health(BaseModel):
-    status: str
-    tasks: int
-    backbones: int
-
-
-_IMAGE_SCHEMA = {"type": "string", "format": "binary"}
-_PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "the image: raw bytes with an image content type, or a multipart form "
-        "with the field `file`",
-        "content": {
-            **{ct: {"schema": _IMAGE_SCHEMA} for ct in sorted(ALLOWED_CONTENT_TYPES)},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": _IMAGE_SCHEMA},
-                    "required": ["file"],
-                }
-            },
-        },
-    }
-}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        400: "not an image, truncated, empty, or a malformed form",
-        404: "unknown task",
-        413: "body or pixel count over the limit",
-        415: "content type or image format not accepted",
-        422: "bad query parameter (k)",
-        503: "the task's weights cannot be loaded, or the server is at capacity (retry)",
-    }.items()
-}
 
 app = FastAPI(
     title="autopetl serve",
@@ -194,69 +130,6 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return _error(exc.status_code, code, str(exc.detail))
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes ``limit`` (never buffered beyond it)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ImageError(400, "bad_content_length", "Content-Length is not a number") from None
-        if size > limit:
-            raise ImageError(413, "body_too_large", f"the body is over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ImageError(413, "body_too_large", f"the body is over {limit} bytes")
-    return bytes(body)
-
-
-async def _image_bytes(request: Request, limit: int) -> bytes:
-    """The image of a request: the raw body, or the ``file`` field of a multipart form."""
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media in ALLOWED_CONTENT_TYPES:
-        return await _read_body(request, limit)
-    if media == "multipart/form-data":
-        body = await _read_body(request, limit)
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
-        except Exception as exc:  # Starlette's parser raises HTTPException or MultiPartException
-            detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
-            raise ImageError(
-                400, "invalid_form", f"cannot parse the multipart form: {detail}"
-            ) from None
-        try:
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise ImageError(
-                    400, "missing_file", "the multipart form needs the image in the field `file`"
-                )
-            return await upload.read()
-        finally:
-            await form.close()
-    if not media:
-        raise ImageError(
-            415, "missing_content_type", "set Content-Type to the image's type or multipart"
-        )
-    raise ImageError(
-        415,
-        "unsupported_media_type",
-        f"Content-Type {media} is not accepted; send {', '.join(sorted(ALLOWED_CONTENT_TYPES))} "
-        f"or multipart/form-data with the field `file`",
-    )
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
@@ -319,8 +192,8 @@ class Ingress:
         # :path also matches the CLI's full name (vtab/dsprites_loc), which has a slash.
         "/v1/tasks/{task:path}/predict",
         response_model=PredictResponse,
-        responses=_ERRORS,
-        openapi_extra=_PREDICT_BODY,
+        responses=ERRORS,
+        openapi_extra=PREDICT_BODY,
     )
     async def predict(
         self,
@@ -340,7 +213,7 @@ class Ingress:
                 "vtab/dsprites_loc, work too); GET /v1/tasks lists them",
             )
         task = served.key
-        data = await _image_bytes(request, self.limits.max_bytes)
+        data = await image_bytes(request, self.limits.max_bytes)
         img_size = int(served.backbone["img_size"])
         # Decoding is CPU work: keep it off the event loop that accepts other requests.
         image = await asyncio.to_thread(preprocess, data, img_size, self.limits)
@@ -379,7 +252,9 @@ def build_app(tasks: list[ServedTask], options: ServeOptions | None = None) -> A
     for key, group in groups.items():
         name = f"backbone-{key}"
         init = next((t.backbone_init for t in group if t.backbone_init is not None), None)
-        cls = backbone_deployment(options.max_batch_size, options.batch_wait_timeout_s)
+        cls = backbone_deployment(
+            options.max_batch_size, options.batch_wait_timeout_s, options.one_pass
+        )
         handles[name] = cls.options(
             name=name,
             num_replicas=options.replicas,

@@ -21,8 +21,11 @@ from ray import serve
 from autopetl.serving.catalog import ServedTask
 
 
-def backbone_deployment(max_batch_size: int, batch_wait_timeout_s: float) -> Any:
-    """The deployment class of one backbone, with its batch size."""
+def backbone_deployment(
+    max_batch_size: int, batch_wait_timeout_s: float, one_pass: bool = True
+) -> Any:
+    """The deployment class of one backbone, with its batch size; ``one_pass=False`` runs a
+    batch as a pass per task (the way per-model multiplexing ran, kept to measure against)."""
 
     @serve.deployment
     class Backbone:
@@ -105,7 +108,17 @@ def backbone_deployment(max_batch_size: int, batch_wait_timeout_s: float) -> Any
                     out[i] = model
                 else:
                     ready.append(i)
-            if ready:
+            if ready and not one_pass:
+                by_task: dict[str, list[int]] = {}
+                for i in ready:
+                    by_task.setdefault(tasks[i], []).append(i)
+                for task, rows in by_task.items():
+                    batch = torch.from_numpy(np.stack([images[i] for i in rows]))
+                    for i, p in zip(
+                        rows, self.shared.predict(self.loaded[task], batch), strict=True
+                    ):
+                        out[i] = p
+            elif ready:
                 index, mixed = self._mixed_model()
                 probs = self.shared.predict_mixed(
                     mixed,
