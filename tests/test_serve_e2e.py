@@ -119,6 +119,37 @@ def test_a_batch_run_as_a_pass_per_task_gives_the_same_answers(server) -> None:
         serve.delete("e2e-per-task")
 
 
+def test_two_configurations_of_one_task_are_served_under_their_own_names(server, evaluated):
+    """``serve --trial S:K=NAME``: one trial under two names beside the other task; without
+    names the second configuration of a task is refused, and the refusal says how to name it."""
+    from ray import serve
+
+    from autopetl.serving.app import ServeOptions, build_app
+    from autopetl.serving.catalog import ServeError, for_trial, group_by_backbone, parse_trial
+
+    client, tasks = server
+    loc, ori = sorted(tasks, key=lambda t: t.key)
+    with open_store(evaluated) as store:
+        named = [
+            t
+            for spec in (f"{loc.search}:{loc.trial_key}=loc-a", f"{loc.search}:{loc.trial_key}=b")
+            for t in for_trial(store, *parse_trial(spec))
+        ]
+        with pytest.raises(ServeError, match=r"--trial .*=NAME"):
+            group_by_backbone(for_trial(store, loc.search, loc.trial_key) * 2)
+    assert [t.key for t in named] == ["loc-a", "b"] and named[0].task == loc.task
+    with pytest.raises(ServeError, match="NAME is a URL path part"):
+        parse_trial("s:1=../x")
+    serve.run(build_app([*named, ori], ServeOptions()), name="e2e-named", route_prefix="/named")
+    try:
+        base = str(client.base_url).rstrip("/") + "/named"
+        listed = httpx.get(f"{base}/v1/tasks", timeout=60).json()["tasks"]
+        assert sorted(t["task"] for t in listed) == ["b", "dsprites_ori", "loc-a"]
+        _ask_concurrently(base, [*named, ori])
+    finally:
+        serve.delete("e2e-named")
+
+
 def _ask_concurrently(base_url: str, tasks: list) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -38,7 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="tasks to serve, each with its best evaluated configuration (every search pooled)",
     )
     which.add_argument("--search", metavar="NAME", help="the best evaluated configuration of NAME")
-    which.add_argument("--trial", metavar="SEARCH:KEY", help="one evaluated trial")
+    which.add_argument(
+        "--trial",
+        action="append",
+        metavar="SEARCH:KEY[=NAME]",
+        help="an evaluated trial; repeat it to serve several, and give a NAME to serve two "
+        "configurations of one task side by side (/v1/tasks/NAME/predict)",
+    )
     p.add_argument("--max-params", type=int, default=None, help="with --task: a parameter budget")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
@@ -122,11 +128,11 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     # The catalog reads the store only: what cannot be served is refused before torch or Ray load.
     from autopetl.serving.catalog import (
-        ServeError,
         check_servable,
         for_search,
         for_tasks,
         for_trial,
+        parse_trial,
     )
     from autopetl.store import open_store
 
@@ -137,10 +143,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.search:
             tasks = for_search(store, args.search)
         else:
-            search, sep, key = args.trial.rpartition(":")
-            if not sep or not search or not key:
-                raise ServeError(f"--trial expects SEARCH:KEY, got {args.trial!r}")
-            tasks = for_trial(store, search, key)
+            tasks = [t for spec in args.trial for t in for_trial(store, *parse_trial(spec))]
         url = store.url
     check_servable(tasks, allow_random=args.smoke_test)
 

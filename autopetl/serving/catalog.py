@@ -14,7 +14,9 @@ The artifact's path and SHA-256 come from ``autopetl_artifacts``; serving checks
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -152,8 +154,27 @@ def for_search(store: Store, search: str) -> list[ServedTask]:
     return [served_task(store, min(results, key=rank_key))]
 
 
-def for_trial(store: Store, search: str, trial_key: str) -> list[ServedTask]:
-    """One evaluated trial of a search."""
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def parse_trial(spec: str) -> tuple[str, str, str | None]:
+    """``SEARCH:KEY[=NAME]`` (serve's ``--trial``) as (search, trial key, URL name or None)."""
+    where, eq, name = spec.partition("=")
+    search, sep, key = where.rpartition(":")
+    if not sep or not search or not key or (eq and not name):
+        raise ServeError(f"--trial expects SEARCH:KEY or SEARCH:KEY=NAME, got {spec!r}")
+    if eq and not _NAME.fullmatch(name):
+        raise ServeError(
+            f"--trial {spec!r}: NAME is a URL path part: letters, digits, '_', '.', '-' "
+            "(at most 64), starting with a letter or digit"
+        )
+    return search, key, name or None
+
+
+def for_trial(
+    store: Store, search: str, trial_key: str, name: str | None = None
+) -> list[ServedTask]:
+    """One evaluated trial of a search, served as ``name`` (default: its task's key)."""
     from autopetl.evaluation import configuration_results
 
     results = configuration_results(store, search, [trial_key])
@@ -162,7 +183,8 @@ def for_trial(store: Store, search: str, trial_key: str) -> list[ServedTask]:
             f"trial {trial_key!r} of search {search!r} has no evaluation; run "
             f"`autopetl evaluate --search {search} --trial {trial_key}` first"
         )
-    return [served_task(store, results[0])]
+    served = served_task(store, results[0])
+    return [dataclasses.replace(served, key=name) if name else served]
 
 
 def group_by_backbone(tasks: list[ServedTask]) -> dict[str, list[ServedTask]]:
@@ -180,7 +202,8 @@ def group_by_backbone(tasks: list[ServedTask]) -> dict[str, list[ServedTask]]:
         if t.key in seen:
             raise ServeError(
                 f"two configurations for task {t.key} ({seen[t.key].search}:"
-                f"{seen[t.key].trial_key} and {t.search}:{t.trial_key}); serve one of them"
+                f"{seen[t.key].trial_key} and {t.search}:{t.trial_key}); serve one of them, or "
+                f"give each its own name: --trial {t.search}:{t.trial_key}=NAME"
             )
         seen[t.key] = t
     groups: dict[str, list[ServedTask]] = {}
