@@ -146,6 +146,11 @@ def test_two_configurations_of_one_task_are_served_under_their_own_names(server,
         listed = httpx.get(f"{base}/v1/tasks", timeout=60).json()["tasks"]
         assert sorted(t["task"] for t in listed) == ["b", "dsprites_ori", "loc-a"]
         _ask_concurrently(base, [*named, ori])
+        # The full name is ambiguous with two configurations of its task: a 404 naming both.
+        png = _test_image(loc.task)
+        r = httpx.post(f"{base}/v1/tasks/{loc.task}/predict", content=png,
+                       headers={"content-type": "image/png"}, timeout=60)  # fmt: skip
+        assert r.status_code == 404 and "b, dsprites_ori, loc-a" in r.json()["detail"]
     finally:
         serve.delete("e2e-named")
 

@@ -201,9 +201,10 @@ class Ingress:
         request: Request,
         k: int = Query(5, ge=1, le=MAX_K, description="labels to return (at most the classes)"),
     ) -> PredictResponse | JSONResponse:
-        served = self.tasks.get(task) or next(
-            (t for t in self.tasks.values() if t.task == task), None
-        )
+        # A full name (vtab/dsprites_loc) works where one configuration of that task is served;
+        # two (serve --trial S:K=NAME) answer only to their names.
+        same = [t for t in self.tasks.values() if t.task == task]
+        served = self.tasks.get(task) or (same[0] if len(same) == 1 else None)
         if served is None:
             names = ", ".join(sorted(self.tasks)) or "none"
             return _error(
