@@ -38,6 +38,10 @@ VARIANTS: list[tuple[str, dict]] = [
     ("mlp", {"layers": 3, "hidden": 32}),
     ("mlp", {"layers": 1}),
     ("sidetune", {"channels": 4, "convs": 2}),
+    ("adaptformer", {"dim": 4, "blocks": [0, 2]}),
+    ("ssf", {"init": "identity"}),
+    ("fact", {"form": "tk", "rank": 4}),
+    ("dora", {"targets": ["q", "o", "fc2"], "rank": 2, "dropout": 0.0}),
 ]
 CASES = [(name, {}) for name in sorted(METHODS)] + VARIANTS
 
@@ -97,6 +101,7 @@ def test_every_method_module_registers_its_method() -> None:
     assert modules == {type(build_method(name)).__module__.rsplit(".", 1)[1] for name in METHODS}
     assert set(METHODS) == {
         "linear", "full", "vpt", "dvpt", "adapter", "lora", "bias", "partial", "mlp", "sidetune",
+        "adaptformer", "ssf", "fact", "dora",
     }  # fmt: skip
 
 
@@ -235,6 +240,11 @@ PROBE_EQUIVALENT = [
     ("adapter", {"placement": "sequential", "dim": 4, "scale": 1.0}),
     ("lora", {}),
     ("lora", {"targets": ["q", "k", "v", "o", "fc1", "fc2"], "rank": 2}),
+    ("adaptformer", {}),
+    ("ssf", {"init": "identity"}),
+    ("fact", {}),
+    ("fact", {"form": "tk"}),
+    ("dora", {}),
 ]
 
 

@@ -122,7 +122,8 @@ def test_a_method_written_for_a_vit_is_refused_on_a_swin_in_one_line(
         attach(tiny_swin_backbone, build_method(name), seed=0)
     said = str(info.value)
     assert "\n" not in said and f"method {name} does not apply to a swin backbone" in said
-    assert said.endswith("bias, full, linear, vpt")
+    assert said.endswith(", ".join(sorted(methods_for("swin"))))
+    assert sorted(methods_for("swin")) == ["bias", "full", "linear", "ssf", "vpt"]
 
 
 def test_vpt_added_to_every_token_is_refused_on_a_swin(tiny_swin_backbone) -> None:
