@@ -54,6 +54,10 @@ CONFIGS: list[tuple[str, str, dict[str, Any], float]] = [
     ("vpt-deep p=10", "vpt", {"prompt_length": 10, "deep": True}, PETL_LR),
     ("dvpt shared p=10", "dvpt", {"prompt_length": 10, "dynamic": "shared"}, PETL_LR),
     ("dvpt specific p=10", "dvpt", {"prompt_length": 10, "dynamic": "specific"}, PETL_LR),
+    ("adaptformer dim=64", "adaptformer", {}, PETL_LR),
+    ("ssf", "ssf", {}, PETL_LR),
+    ("fact tt r=8", "fact", {}, PETL_LR),
+    ("dora r=8", "dora", {}, PETL_LR),
 ]
 # One extra frozen forward per step, so about 1.5x slower to train: run it with --with-cls.
 CLS_CONFIG = ("dvpt shared p=10 cls", "dvpt", {"prompt_length": 10, "meta_input": "cls"}, PETL_LR)

@@ -73,7 +73,10 @@ def test_the_command_line_answers_without_loading_the_heavy_libraries(argv, code
 @pytest.mark.parametrize(
     ("mistake", "said"),
     [
-        (["--method", "nosuch"], "unknown method 'nosuch'; choose one of adapter, bias,"),
+        (
+            ["--method", "nosuch"],
+            "unknown method 'nosuch'; choose one of adapter, adaptformer, bias,",
+        ),
         (["--set", "nosuch=1"], "unknown option 'nosuch' for this method; valid options: deep,"),
         (["--weights", "/no/such.safetensors"], "weights file /no/such.safetensors does not exist"),
     ],

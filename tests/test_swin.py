@@ -178,7 +178,7 @@ def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize(
     ("space", "said"),
     [
-        ("default", "searches dvpt, adapter, lora, which do not apply"),
+        ("default", "searches dvpt, adapter, lora, adaptformer, fact, dora, which do not apply"),
         ("vpt_design", "has vpt.location add, which swin_tiny_patch4_window7_224 cannot run"),
     ],
 )
