@@ -100,6 +100,37 @@ def _inference_gflops(model: Any, img_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _folded_gflops(model: Any, img_size: int) -> float:
+    """GFLOPs of one image's forward once every increment that folds into the frozen weights is
+    merged: what a dedicated one-task deployment of the model costs.
+
+    A wrapper whose term merges into the frozen module it wraps says so (``FOLDS``: LoRA and
+    DoRA's low-rank updates, SSF's scales and shifts, FacT's increments); merged, it is that
+    module with other weights, so the count is taken with each such wrapper swapped for its
+    frozen module (``SHARED``) and swapped back after. FLOPs depend on shapes, not values, so
+    no weight is merged for this. What does not fold (prompts, adapters, AdaptFormer's branch)
+    costs what it serves.
+    """
+    swapped: list[tuple[Any, str, Any]] = []
+    outer: list[str] = []
+    for name, module in list(model.named_modules()):
+        if not getattr(type(module), "FOLDS", False) or not name:
+            continue
+        if any(name.startswith(f"{o}.") for o in outer):
+            continue  # inside a wrapper already swapped out
+        outer.append(name)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        swapped.append((parent, child, module))
+    try:
+        for parent, child, module in swapped:
+            setattr(parent, child, getattr(module, module.SHARED))
+        return _inference_gflops(model, img_size)
+    finally:
+        for parent, child, module in swapped:
+            setattr(parent, child, module)
+
+
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
@@ -127,6 +158,16 @@ OBJECTIVES: dict[str, Objective] = {
             measure=_inference_gflops,
             doc="GFLOPs of one image's forward pass at the input size (torch's FLOP counter): "
             "what the adapted model costs to serve",
+        ),
+        Objective(
+            "folded_gflops",
+            "min",
+            "folded GFLOPs",
+            "float",
+            measure=_folded_gflops,
+            doc="inference GFLOPs once the increments that fold into the frozen weights are "
+            "merged (LoRA, DoRA, SSF, FacT: the backbone's own cost): a dedicated one-task "
+            "deployment; methods that do not fold cost what they serve",
         ),
     )
 }

@@ -111,3 +111,42 @@ def test_a_three_objective_smoke_search_has_a_3d_non_dominated_front(
     assert main(["search", "--task", "vtab/dsprites_loc", "--budget", "8", "--smoke-test",
                  "--db", sqlite_url, "--name", "three"]) == 2  # fmt: skip
     assert "--objectives val_acc,tunable_params,inference_gflops" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("method", "values", "folds"),
+    [
+        ("lora", {"targets": ["q", "v", "fc1"]}, True),
+        ("dora", {}, True),
+        ("ssf", {}, True),
+        ("fact", {"form": "tk"}, True),
+        ("adapter", {}, False),
+        ("adaptformer", {}, False),
+        ("vpt", {"prompt_length": 4}, False),
+    ],
+)
+def test_folded_cost_is_the_backbones_where_a_method_merges_into_it(
+    tiny_backbone, method, values, folds
+) -> None:
+    # issue 33, item 7: SSF, LoRA, DoRA and FacT merged into the frozen weights cost what the
+    # backbone costs; adapters and prompts cost what they serve.
+    import torch
+
+    import autopetl
+
+    img = tiny_backbone.patch_embed.img_size[0]
+    probe = measure(autopetl.attach(tiny_backbone, "linear"), img)
+    model = autopetl.attach(tiny_backbone, method, seed=0, **values)
+    x = torch.randn(2, 3, img, img, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model.eval()(x)
+    got = measure(model, img)
+    # Served, each costs more than the backbone but SSF, whose scales and shifts are elementwise
+    # work (not counted: the convention of torch's counter, fvcore and timm).
+    assert got["inference_gflops"] > probe["inference_gflops"] or method == "ssf"
+    if folds:
+        assert got["folded_gflops"] == pytest.approx(probe["inference_gflops"], rel=1e-12)
+    else:
+        assert got["folded_gflops"] == got["inference_gflops"]
+    with torch.no_grad():  # measuring swapped the wrappers out and back: the model is intact
+        assert torch.equal(model.eval()(x), before)

@@ -123,7 +123,7 @@ def test_db_current_and_upgrade(tmp_path: Path, capsys) -> None:
     assert "none (no autopetl tables yet)" in capsys.readouterr().out
     assert main(["db", "upgrade", "--db", db]) == 0
     out = capsys.readouterr().out
-    assert "revision: 0004" in out and "up to date" in out
+    assert "revision: 0005" in out and "up to date" in out
 
 
 def test_a_bad_url_is_one_clear_line(capsys) -> None:

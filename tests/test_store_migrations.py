@@ -62,7 +62,7 @@ def test_first_revision_upgrades_to_head_with_rows_intact(db_url: str) -> None:
     engine.dispose()
 
     with open_store(db_url) as store:  # opening upgrades
-        assert store.schema_state().current == head_revision() == "0004"
+        assert store.schema_state().current == head_revision() == "0005"
         [trial] = store.trials("old")
         assert (trial.trial_key, trial.tunable_params, trial.config) == ("t0", 1234, {"lr": 1e-3})
         assert math.isnan(trial.val_acc)  # type: ignore[arg-type]

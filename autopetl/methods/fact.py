@@ -97,6 +97,7 @@ class _Increment(nn.Module):
     # What a mixed-task batch shares (autopetl/serving/mixed.py): the frozen Linear once for
     # every task's samples, and each task adds its own increment to its rows.
     SHARED = "base"
+    FOLDS = True  # s V core U is a weight increment: it merges into the frozen Linear
 
     def __init__(
         self, base: nn.Linear, factors: SharedFactors, config: FacTConfig, slot: int

@@ -50,6 +50,9 @@ class LoRALinear(nn.Module):
     # What a mixed-task batch shares (autopetl/serving/mixed.py): the frozen map runs once for
     # every task's samples, and each task adds its own residual to its rows.
     SHARED = "base"
+    # B A merges into the frozen weight (W + s B A): a one-task deployment costs the frozen map's
+    # FLOPs alone (autopetl/objectives.py, folded_gflops).
+    FOLDS = True
 
     def residual(self, x: torch.Tensor, shared_out: torch.Tensor) -> torch.Tensor:
         return self.lora(self.dropout(x))
@@ -72,6 +75,7 @@ class LoRAQKV(nn.Module):
         )
 
     SHARED = "base"  # as LoRALinear's
+    FOLDS = True  # as LoRALinear's
 
     def residual(self, x: torch.Tensor, shared_out: torch.Tensor) -> torch.Tensor:
         h = self.dropout(x)

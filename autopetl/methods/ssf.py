@@ -106,6 +106,7 @@ class ScaleShift(nn.Module):
     # for every task's samples and each task adds out * (scale - 1) + shift on its own rows,
     # which is out * scale + shift - out, the same up to rounding.
     SHARED = "base"
+    FOLDS = True  # scale and shift merge into the module before them (fold_ssf)
 
     def residual(self, x: torch.Tensor, shared_out: torch.Tensor) -> torch.Tensor:
         return shared_out * self._shaped(self.scale - 1, shared_out) + self._shaped(

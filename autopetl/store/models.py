@@ -95,6 +95,7 @@ class TrialModel(_Timestamps, Base):
     peak_memory_mb: Mapped[float | None] = mapped_column(SafeFloat)
     # Objectives measured once per configuration (autopetl/objectives.py), a column each.
     inference_gflops: Mapped[float | None] = mapped_column(SafeFloat)  # revision 0004
+    folded_gflops: Mapped[float | None] = mapped_column(SafeFloat)  # revision 0005
     cost: Mapped[dict[str, Any]] = mapped_column(SafeJSON)  # the full cost dict as reported
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=1)

@@ -75,7 +75,8 @@ class TrialRecord(_Record):
     updated_at: datetime
     finished_at: datetime | None
     # The objectives measured once per configuration other than tunable_params, by name
-    # (autopetl/objectives.py): inference_gflops. None where not measured (older trials).
+    # (autopetl/objectives.py): inference_gflops, folded_gflops. None where not measured (older
+    # trials).
     measures: dict[str, float | None] = field(default_factory=dict)
 
     def objective(self, name: str) -> float | None:
