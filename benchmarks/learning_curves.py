@@ -12,6 +12,10 @@ no weights, to a small JSON file that benchmarks/search_quality.py replays.
     python benchmarks/learning_curves.py export                    # -> benchmarks/results/...json
     python benchmarks/learning_curves.py export --methods linear,lora,adapter  # + a sub-table
 
+When methods join the space file after a table was recorded (default_grid gained AdaptFormer,
+SSF, FacT and DoRA), ``record`` records only them, as a search of their own that ``export``
+merges into the table (benchmarks/_grown_tables.py).
+
 Defaults: the real DINOv2 ViT-S/14 from ../shared/weights on vtab/dsprites_loc at 28 px (the
 cheapest input at which the methods separate; docs/SEARCH.md), 10 epochs, two 1-CPU trials at a
 time, recorded in benchmarks/results/curves/learning_curves.db (committed, so that the next
@@ -72,9 +76,24 @@ def record(args: argparse.Namespace) -> int:
     if not args.weights.is_file():
         print(f"error: pretrained weights {args.weights} not found (pass --weights PATH)")
         return 2
-    from autopetl.search.space import load_space
+    from _grown_tables import GrowthError, growth
 
-    cells = len(load_space(args.space).configurations())
+    from autopetl.search.space import load_space
+    from autopetl.store import open_store
+
+    space = load_space(args.space)
+    name, space_arg = search_name(args.task, args.img_size, args.space), args.space
+    DB.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        grown = growth(open_store(args.db), name, space)
+    except GrowthError as exc:
+        print(f"error: {exc}")
+        return 2
+    if grown is not None:  # record only what the table lacks, as a search of its own
+        print(f"table {name} lacks {', '.join(grown.methods)}: recording them as {grown.name}")
+        space, name = grown.space, grown.name
+        space_arg = str(grown.write_space(DB.parent))
+    cells = len(space.configurations())
     command = [
         sys.executable,
         "-m",
@@ -83,7 +102,7 @@ def record(args: argparse.Namespace) -> int:
         "--task",
         args.task,
         "--space",
-        args.space,
+        space_arg,
         "--sampler",
         "grid",
         "--scheduler",
@@ -108,11 +127,10 @@ def record(args: argparse.Namespace) -> int:
         "--seed",
         "0",
         "--name",
-        search_name(args.task, args.img_size, args.space),
+        name,
         "--db",
         args.db,
     ]
-    DB.parent.mkdir(parents=True, exist_ok=True)
     print("$", " ".join(command[1:]), flush=True)
     return subprocess.call(command)
 
@@ -137,7 +155,10 @@ def status(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    from _grown_tables import merged_table
+
     from autopetl.search.replay import save_tables, table_from_store
+    from autopetl.search.space import load_space
     from autopetl.store import open_store
 
     store = open_store(args.db)
@@ -145,7 +166,8 @@ def export(args: argparse.Namespace) -> int:
     for space in TABLE_SPACES:
         name = search_name(args.task, args.img_size, space)
         if store.get_search(name) is not None:
-            tables[space] = table_from_store(store, name)
+            # With the curves of the methods added to the space since (their own search).
+            tables[space] = merged_table(store, name, load_space(space))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if methods and "default_grid" in tables:
         sub = f"default_grid:{'+'.join(methods)}"
