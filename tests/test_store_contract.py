@@ -7,6 +7,7 @@ import math
 import pytest
 from sqlalchemy import func, select
 
+from autopetl.objectives import MEASURES
 from autopetl.store import Store, StoreError, hypervolume, open_store
 from autopetl.store.models import (
     ArtifactModel,
@@ -111,7 +112,7 @@ class TestStoreContract:
         assert (trial.val_acc, trial.last_val_acc, trial.best_epoch) == (0.64, 0.62, 9)
         assert (trial.tunable_params, trial.tunable_params_without_head) == (92_000, 46_000)
         assert (trial.wall_time_s, trial.images_per_s, trial.peak_memory_mb) == (12.5, 54.0, 900.0)
-        assert trial.measures == {"inference_gflops": None} and trial.cost["device"] == "cpu"
+        assert trial.measures == dict.fromkeys(MEASURES) and trial.cost["device"] == "cpu"
         assert trial.status == "completed" and trial.finished_at is not None
         assert store.trials("s", status="failed") == []
 
