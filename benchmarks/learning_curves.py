@@ -155,7 +155,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from _grown_tables import merged_table
+    from _grown_tables import GrowthError, merged_table
 
     from autopetl.search.replay import save_tables, table_from_store
     from autopetl.search.space import load_space
@@ -166,8 +166,12 @@ def export(args: argparse.Namespace) -> int:
     for space in TABLE_SPACES:
         name = search_name(args.task, args.img_size, space)
         if store.get_search(name) is not None:
-            # With the curves of the methods added to the space since (their own search).
-            tables[space] = merged_table(store, name, load_space(space))
+            # With the curves of the methods added to the space since (their own search); a
+            # table whose space file changed otherwise is exported as it was recorded.
+            try:
+                tables[space] = merged_table(store, name, load_space(space))
+            except GrowthError:
+                tables[space] = table_from_store(store, name)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if methods and "default_grid" in tables:
         sub = f"default_grid:{'+'.join(methods)}"
