@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from autopetl.methods.base import Method, PetlModel, make_head_tunable
 from autopetl.methods.lora import LoRA, LoRALinear, LoRAQKV, LowRank
 from autopetl.methods.options.dora import DoRAConfig
 from autopetl.methods.options.lora import QKV
@@ -146,26 +145,14 @@ class DoRAQKV(LoRAQKV):
 
 
 @register_method
-class DoRA(Method):
+class DoRA(LoRA):
+    """LoRA's targets and wrapping, with DoRA's wrappers."""
+
     name = "dora"
     config_cls = DoRAConfig
     config: DoRAConfig
-
-    def attach(self, backbone: VisionTransformer) -> PetlModel:
-        make_head_tunable(backbone)
-        targets = set(self.config.targets)
-        block: Any
-        for block in backbone.blocks:
-            attn, mlp = block.attn, block.mlp
-            if targets & set(QKV):
-                attn.qkv = DoRAQKV(attn.qkv, self.config)
-            if "o" in targets:
-                attn.proj = DoRALinear(attn.proj, self.config)
-            if "fc1" in targets:
-                mlp.fc1 = DoRALinear(mlp.fc1, self.config)
-            if "fc2" in targets:
-                mlp.fc2 = DoRALinear(mlp.fc2, self.config)
-        return PetlModel(backbone)
+    linear_wrapper = DoRALinear
+    qkv_wrapper = DoRAQKV
 
     def closed_form_params(self, backbone: VisionTransformer) -> int:
         """LoRA's r (in + out) per targeted map and block, plus a magnitude of ``out``
@@ -176,4 +163,4 @@ class DoRA(Method):
         outs = {"q": attn_dim, "k": attn_dim, "v": attn_dim, "o": backbone.embed_dim}
         outs |= {"fc1": hidden, "fc2": backbone.embed_dim}
         magnitudes = len(backbone.blocks) * sum(outs[t] for t in self.config.targets)
-        return LoRA(self.config).closed_form_params(backbone) + magnitudes
+        return super().closed_form_params(backbone) + magnitudes

@@ -92,6 +92,9 @@ class LoRA(Method):
     name = "lora"
     config_cls = LoRAConfig
     config: LoRAConfig
+    # The wrappers it puts on the targeted maps (DoRA, a LoRA with magnitudes, swaps them).
+    linear_wrapper: type[nn.Module] = LoRALinear
+    qkv_wrapper: type[nn.Module] = LoRAQKV
 
     def attach(self, backbone: VisionTransformer) -> PetlModel:
         make_head_tunable(backbone)
@@ -100,13 +103,13 @@ class LoRA(Method):
         for block in backbone.blocks:
             attn, mlp = block.attn, block.mlp
             if targets & set(QKV):
-                attn.qkv = LoRAQKV(attn.qkv, self.config)
+                attn.qkv = self.qkv_wrapper(attn.qkv, self.config)
             if "o" in targets:
-                attn.proj = LoRALinear(attn.proj, self.config)
+                attn.proj = self.linear_wrapper(attn.proj, self.config)
             if "fc1" in targets:
-                mlp.fc1 = LoRALinear(mlp.fc1, self.config)
+                mlp.fc1 = self.linear_wrapper(mlp.fc1, self.config)
             if "fc2" in targets:
-                mlp.fc2 = LoRALinear(mlp.fc2, self.config)
+                mlp.fc2 = self.linear_wrapper(mlp.fc2, self.config)
         return PetlModel(backbone)
 
     def closed_form_params(self, backbone: VisionTransformer) -> int:
