@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     # The catalog reads the store only: what cannot be served is refused before torch or Ray load.
     from autopetl.serving.catalog import (
         check_servable,
+        check_unique,
         for_search,
         for_tasks,
         for_trial,
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             tasks = [t for spec in args.trial for t in for_trial(store, *parse_trial(spec))]
         url = store.url
+    check_unique(tasks)  # before the heavy imports below, as every refusal here
     check_servable(tasks, allow_random=args.smoke_test)
 
     from ray import serve

@@ -197,6 +197,15 @@ def group_by_backbone(tasks: list[ServedTask]) -> dict[str, list[ServedTask]]:
 
     from autopetl.serving.models import backbone_key
 
+    check_unique(tasks)
+    groups: dict[str, list[ServedTask]] = {}
+    for t in tasks:
+        groups.setdefault(backbone_key(json.loads(json.dumps(t.backbone))), []).append(t)
+    return groups
+
+
+def check_unique(tasks: list[ServedTask]) -> None:
+    """Refuse two configurations under one name (one URL cannot serve both); no torch."""
     seen: dict[str, ServedTask] = {}
     for t in tasks:
         if t.key in seen:
@@ -206,10 +215,6 @@ def group_by_backbone(tasks: list[ServedTask]) -> dict[str, list[ServedTask]]:
                 f"give each its own name: --trial {t.search}:{t.trial_key}=NAME"
             )
         seen[t.key] = t
-    groups: dict[str, list[ServedTask]] = {}
-    for t in tasks:
-        groups.setdefault(backbone_key(json.loads(json.dumps(t.backbone))), []).append(t)
-    return groups
 
 
 def check_servable(tasks: list[ServedTask], *, allow_random: bool) -> None:
