@@ -183,3 +183,26 @@ def test_gpus_asked_of_a_machine_without_any_are_refused_before_ray_and_write_no
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": 2, "heavy": []}, out.stderr
     assert "--gpus-per-trial 1: this machine has no GPU" in out.stderr
     assert not db.exists()
+
+
+def test_a_configuration_refused_after_reading_its_artifact_loads_no_torch_or_ray(tmp_path):
+    """The catalog reads each artifact's method.json (its backbone's rebuild recipe) before serve
+    refuses a configuration trained on a random backbone; that read needs no torch."""
+    from autopetl.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    store = open_store(url)
+    store.upsert_search(
+        "real", "vtab/dsprites_loc", "default", {}, {"weights": "none"}, status="completed"
+    )
+    store.upsert_trial("real", "0", number=0, method="linear", config={"method": "linear"})
+    store.upsert_evaluation("real", "0", seed=0, split="test", test_acc=0.5)
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    meta = {"method": "linear", "config": {}, "backbone": {}, "num_classes": 16}
+    (artifact / "method.json").write_text(json.dumps(meta))
+    store.upsert_artifact("real", "0", "weights-seed0", str(artifact))
+    probe = _PROBE.format(argv=["serve", "--trial", "real:0", "--db", url], heavy=("torch", "ray"))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": 2, "heavy": []}, out.stderr
+    assert "was trained on a randomly initialised backbone" in out.stderr

@@ -29,12 +29,11 @@ from timm.models.vision_transformer import VisionTransformer
 
 from autopetl.backbones import BackboneSpec, build_backbone
 from autopetl.errors import ConfigError, WeightsError
+from autopetl.methods.artifact_meta import CONFIG_FILE, FORMAT_VERSION, read_meta
 from autopetl.methods.base import Method, PetlModel
 from autopetl.methods.registry import build_method
 
 WEIGHTS_FILE = "tunable.safetensors"
-CONFIG_FILE = "method.json"
-FORMAT_VERSION = 1
 # The seed of every rebuildable random-init backbone (see rebuildable_backbone).
 RANDOM_INIT_SEED = 0
 
@@ -155,30 +154,6 @@ def save_tunable(
         }
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return out
-
-
-def read_meta(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``method.json`` of an artifact, checked for the keys loading needs."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{path} does not exist; is {directory} a saved autopetl artifact?")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); save the artifact again") from exc
-    missing = (
-        [k for k in ("method", "config", "backbone", "num_classes") if k not in meta]
-        if isinstance(meta, dict)
-        else ["method"]
-    )
-    if missing:
-        raise ConfigError(f"{path} lacks {missing[0]!r}; save the artifact again")
-    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ConfigError(
-            f"{path} has format version {meta['format_version']}, newer than this autopetl "
-            f"reads ({FORMAT_VERSION}); upgrade autopetl"
-        )
-    return meta
 
 
 def backbone_of(meta: dict[str, Any], directory: str | Path = "") -> VisionTransformer:

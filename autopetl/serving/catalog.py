@@ -84,7 +84,7 @@ def task_key(task: str) -> str:
 
 def served_task(store: Store, result: ConfigurationResult) -> ServedTask:
     """The served form of an evaluated configuration: its lowest seed's artifact."""
-    from autopetl.methods.io import read_meta
+    from autopetl.methods.artifact_meta import read_meta
     from autopetl.tasks import get_task
 
     if not result.artifacts:
