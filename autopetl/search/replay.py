@@ -337,7 +337,7 @@ def replay(
         space=table.space,
         metric=list(DEFAULT_OBJECTIVES),
         mode=[OBJECTIVES[m].direction for m in DEFAULT_OBJECTIVES],
-        sampler=make_sampler(strategy.sampler, table.space, seed),
+        sampler=make_sampler(strategy.sampler, table.space, seed, replay=True),
         points_to_evaluate=[optuna_params(table.space, c) for c in warm_start] or None,
     )
     scheduler = make_scheduler(

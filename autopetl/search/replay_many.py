@@ -232,7 +232,11 @@ def _simulate(
                 metric=metrics,
                 mode=modes,
                 sampler=make_sampler(
-                    strategy.sampler, s.table.space, s.seed, constant_liar=constant_liar
+                    strategy.sampler,
+                    s.table.space,
+                    s.seed,
+                    constant_liar=constant_liar,
+                    replay=True,
                 ),
             )
             for s in studies

@@ -18,7 +18,7 @@ def quiet_optuna() -> None:
 
 
 def make_sampler(
-    name: str, space: SearchSpace, seed: int, *, constant_liar: bool = True
+    name: str, space: SearchSpace, seed: int, *, constant_liar: bool = True, replay: bool = False
 ) -> optuna.samplers.BaseSampler:
     """The sampler ``name`` for ``space``, seeded.
 
@@ -28,16 +28,25 @@ def make_sampler(
         seed: The sampler's seed.
         constant_liar: TPE only: count running trials as the worst outcome, so parallel workers
             spread out (benchmarks/multitask.py measures it against off).
+        replay: TPE only: the same proposals, made faster for replays of thousands of trials
+            (:mod:`autopetl.search.replay_tpe`).
     """
     if name == "tpe":
         # multivariate+group model the method's conditional parameters jointly; constant_liar
         # keeps parallel workers from sampling the same point while others are still running.
         # Both are marked experimental, and Optuna warns of it on every construction.
+        options: dict[str, Any] = {
+            "multivariate": True,
+            "group": True,
+            "constant_liar": constant_liar,
+        }
+        if replay:
+            from autopetl.search.replay_tpe import replay_sampler
+
+            return replay_sampler(**options, seed=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                multivariate=True, group=True, constant_liar=constant_liar, seed=seed
-            )
+            return optuna.samplers.TPESampler(**options, seed=seed)
     if name == "nsga2":
         return _NSGAIISampler(seed=seed)
     if name == "random":
