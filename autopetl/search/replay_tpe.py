@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 import warnings
 from typing import Any
 
@@ -31,8 +30,10 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers._tpe import sampler as tpe_module
 from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
-from optuna.study import Study
+from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+from autopetl.search.replay_tpe_split import FinishedTrials, NumberedTrials, Split, split
 
 
 class _SeenOnceGroupDecomposedSearchSpace(_GroupDecomposedSearchSpace):
@@ -53,30 +54,15 @@ class _SeenOnceGroupDecomposedSearchSpace(_GroupDecomposedSearchSpace):
             if self._include_pruned
             else (TrialState.COMPLETE,)
         )
-        for trial in study._get_trials(deepcopy=False, states=states, use_cache=use_cache):
+        self.add(study._get_trials(deepcopy=False, states=states, use_cache=use_cache))
+        return copy.deepcopy(self._search_space)
+
+    def add(self, trials: list[FrozenTrial]) -> None:
+        """Add the finished trials not added before, in the order given (number order)."""
+        for trial in trials:
             if trial.number not in self._added:
                 self._added.add(trial.number)
                 self._search_space.add_distributions(trial.distributions)
-        return copy.deepcopy(self._search_space)
-
-
-class _Split:
-    """One suggestion's trials split as TPESampler splits them, with their numbers in order."""
-
-    def __init__(self, number: int, below: list[FrozenTrial], above: list[FrozenTrial]) -> None:
-        self.number = number  # the trial being suggested for
-        self.below, self.above = below, above
-        self.numbers = {
-            id(part): np.fromiter((t.number for t in part), dtype=np.int64, count=len(part))
-            for part in (below, above)
-        }
-        self.running = {t.number: t for t in above if t.state == TrialState.RUNNING}
-        self._by_number: dict[int, FrozenTrial] | None = None
-
-    def trial(self, number: int) -> FrozenTrial:
-        if self._by_number is None:
-            self._by_number = {t.number: t for t in (*self.below, *self.above)}
-        return self._by_number[number]
 
 
 class _Columns:
@@ -95,16 +81,56 @@ class _Columns:
 
 
 class ReplayTPESampler(optuna.samplers.TPESampler):
-    """TPESampler that reads and splits the trials once per suggestion (see above)."""
+    """TPESampler that keeps what it learnt of the study between suggestions (see above)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self._group_decomposed_search_space is not None:
             self._group_decomposed_search_space = _SeenOnceGroupDecomposedSearchSpace(True)
-        self._split: _Split | None = None
+        self._finished: FinishedTrials | None = None  # made on the first read of a study
+        self._trials: list[FrozenTrial] = []  # the storage's list, as last read
+        self._split: Split | None = None
         # (names and distributions of a group) -> its values by trial number; a finished
         # trial's parameters never change, so each is converted once.
         self._columns: dict[tuple[Any, ...], _Columns] = {}
+
+    def _fast(self, study: Study) -> bool:
+        """Whether this study is the case the kept state covers; else Optuna's own code runs."""
+        return (
+            (self._finished is None or self._finished.plain)
+            and self._group
+            and self._constraints_func is None
+            and len(study.directions) > 1
+            and isinstance(study._storage, optuna.storages.InMemoryStorage)
+        )
+
+    def _read(self, study: Study) -> list[int]:
+        """Read the storage's trials; the numbers finished since the last read, in order."""
+        if self._finished is None:
+            signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+            self._finished = FinishedTrials(signs)
+        self._trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        return self._finished.update(self._trials)
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if not self._fast(study):
+            return super().infer_relative_search_space(study, trial)
+        # TPESampler's, with the group decomposition fed the newly finished trials only.
+        space = self._group_decomposed_search_space
+        assert isinstance(space, _SeenOnceGroupDecomposedSearchSpace)
+        newly = self._read(study)
+        if not self._fast(study):
+            return super().infer_relative_search_space(study, trial)
+        space.add([self._trials[n] for n in newly])
+        self._search_space_group = copy.deepcopy(space._search_space)
+        search_space: dict[str, BaseDistribution] = {}
+        for sub_space in self._search_space_group.search_spaces:
+            for name, distribution in sorted(sub_space.items()):
+                if not distribution.single():
+                    search_space[name] = distribution
+        return search_space
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -115,19 +141,52 @@ class ReplayTPESampler(optuna.samplers.TPESampler):
         finally:
             self._split = None
 
+    def _sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not self._fast(study):
+            return super()._sample_relative(study, trial, search_space)
+        # TPESampler's, with the start-up count read from the split made once a suggestion.
+        if search_space == {}:
+            return {}
+        if self._split_of(study, trial).finished < self._n_startup_trials:
+            return {}
+        return self._sample(study, trial, search_space)
+
+    def _split_of(self, study: Study, trial: FrozenTrial) -> Split:
+        if self._split is None or self._split.number != trial.number:
+            self._read(study)
+            if self._gamma is None:
+                self._gamma = tpe_module.default_gamma_multiobjective
+            finished = self._finished
+            # infer_relative_search_space read the storage first this suggestion, found it
+            # plain, and nothing was written since.
+            assert finished is not None and finished.plain
+            running = (
+                [
+                    self._trials[n]
+                    for n in sorted(finished.open)
+                    if n != trial.number and self._trials[n].state == TrialState.RUNNING
+                ]
+                if self._constant_liar
+                else []
+            )
+            n_below = self._gamma(len(finished.complete) + len(finished.pruned))
+            self._split = split(finished, self._trials, trial.number, n_below, running)
+        return self._split
+
     def _sample(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        # TPESampler._sample of Optuna 5.1, the trials read and split once a suggestion.
-        if self._split is None or self._split.number != trial.number:
-            self._split = self._split_for(study, trial)
-        below_trials, above_trials = self._split.below, self._split.above
-
+        if not self._fast(study) or self._split is None:  # sample_independent, or not a replay
+            return super()._sample(study, trial, search_space)
+        # TPESampler._sample of Optuna 5.1, on the split made once a suggestion.
+        split_ = self._split_of(study, trial)
         mpe_below = self._build_parzen_estimator(
-            study, search_space, below_trials, handle_below=True
+            study, search_space, split_.below, handle_below=True
         )
         mpe_above = self._build_parzen_estimator(
-            study, search_space, above_trials, handle_below=False
+            study, search_space, split_.above, handle_below=False
         )
         samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
         acq_func_vals = self._compute_acquisition_func(samples_below, mpe_below, mpe_above)
@@ -136,63 +195,27 @@ class ReplayTPESampler(optuna.samplers.TPESampler):
             ret[param_name] = dist.to_external_repr(ret[param_name])
         return ret
 
-    def _split_for(self, study: Study, trial: FrozenTrial) -> _Split:
-        if self._constant_liar:
-            states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]
-        else:
-            states = [TrialState.COMPLETE, TrialState.PRUNED]
-        use_cache = not self._constant_liar
-        trials = study._get_trials(deepcopy=False, states=states, use_cache=use_cache)
-        if self._constant_liar:
-            trials = [t for t in trials if trial.number != t.number]
-        if self._gamma is None:
-            if len(study.directions) <= 1:
-                self._gamma = tpe_module.default_gamma
-            else:
-                self._gamma = tpe_module.default_gamma_multiobjective
-        n = sum(t.state != TrialState.RUNNING for t in trials)
-        n_below = self._gamma(n)
-        # Optuna's _split_trials, in the case a replay always is: no constraints (so no trial is
-        # infeasible) and no intermediate values (so every stopped trial scores the same, and
-        # its stable sort keeps them in number order). Anything else goes to Optuna's own.
-        complete, pruned, running = [], [], []
-        for t in trials:
-            state = t.state
-            if state == TrialState.COMPLETE:
-                complete.append(t)
-            elif state == TrialState.PRUNED:
-                pruned.append(t)
-            else:
-                running.append(t)
-        if self._constraints_func is not None or any(t.intermediate_values for t in pruned):
-            below, above = tpe_module._split_trials(study, trials, n_below)
-            return _Split(trial.number, below, above)
-        below_complete, above_complete = tpe_module._split_complete_trials(complete, study, n_below)
-        k = min(max(0, n_below - len(below_complete)), len(pruned))
-        by_number = operator.attrgetter("number")
-        below = sorted(below_complete + pruned[:k], key=by_number)
-        above = sorted(above_complete + pruned[k:] + running, key=by_number)
-        return _Split(trial.number, below, above)
-
     def _get_internal_repr(
         self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution], study: Study
     ) -> dict[str, np.ndarray]:
-        # TPESampler._get_internal_repr of Optuna 5.1, from columns kept by trial number.
-        split = self._split
-        if split is None or id(trials) not in split.numbers:  # sample_independent
+        if not isinstance(trials, NumberedTrials) or self._split is None:
             return super()._get_internal_repr(trials, search_space, study)
-        numbers = split.numbers[id(trials)]
-        columns = self._columns.setdefault(
-            tuple(search_space.items()), _Columns(list(search_space))
-        )
+        # TPESampler._get_internal_repr of Optuna 5.1, from columns kept by trial number.
+        split_ = self._split
+        numbers = trials.numbers
+        key = tuple(search_space.items())
+        columns = self._columns.setdefault(key, _Columns(list(search_space)))
         if len(numbers):
             columns.grow(int(numbers.max()) + 1)
         for number in numbers[~columns.filled[numbers]].tolist():
-            if number not in split.running:
-                self._fill(columns, number, split.trial(number).params, search_space)
+            if number not in split_.running:
+                row = self._row(self._trials[number].params, search_space)
+                for name, value in zip(search_space, row, strict=True):
+                    columns.values[name][number] = value
+                columns.filled[number] = True
         values = {name: column[numbers] for name, column in columns.values.items()}
-        for number, running in split.running.items():  # their parameters may still grow
-            at = np.searchsorted(numbers, number)
+        for number, running in split_.running.items():  # their parameters may still grow
+            at = int(np.searchsorted(numbers, number))
             if at < len(numbers) and numbers[at] == number:
                 row = self._row(self._get_params(running, study), search_space)
                 for name, value in zip(search_space, row, strict=True):
@@ -203,6 +226,7 @@ class ReplayTPESampler(optuna.samplers.TPESampler):
         out = {}
         for name, dist in search_space.items():
             kept = values[name][keep]
+            # Optuna's arrays: a categorical's indices are ints, other values floats.
             categorical = isinstance(dist, optuna.distributions.CategoricalDistribution)
             out[name] = kept.astype(np.int64) if categorical and len(kept) else kept
         return out
@@ -212,17 +236,6 @@ class ReplayTPESampler(optuna.samplers.TPESampler):
         if not search_space.keys() <= params.keys():
             return [math.nan] * len(search_space)
         return [float(d.to_internal_repr(params[n])) for n, d in search_space.items()]
-
-    def _fill(
-        self,
-        columns: _Columns,
-        number: int,
-        params: dict[str, Any],
-        search_space: dict[str, BaseDistribution],
-    ) -> None:
-        for name, value in zip(search_space, self._row(params, search_space), strict=True):
-            columns.values[name][number] = value
-        columns.filled[number] = True
 
 
 def replay_sampler(**kwargs: Any) -> optuna.samplers.TPESampler:
