@@ -20,7 +20,9 @@ TABLE = (
 _MAKE_SAMPLER = samplers.make_sampler
 
 
-def _replay_with(monkeypatch, fast: bool, strategy: Strategy, fraction: float, workers: int):
+def _replay_with(
+    monkeypatch, fast: bool, strategy: Strategy, fraction: float, workers: int, seeded=False
+):
     def make(name, space, seed, **options):
         options["replay"] = fast  # the replay asks for the fast one: compare it with Optuna's
         sampler = _MAKE_SAMPLER(name, space, seed, **options)
@@ -29,25 +31,29 @@ def _replay_with(monkeypatch, fast: bool, strategy: Strategy, fraction: float, w
 
     monkeypatch.setattr(samplers, "make_sampler", make)
     table = load_tables(TABLE)[0]["default_grid"]
+    # Seeded: waiting (enqueued) trials in the study before the sampler's first proposal.
+    warm = [c.config for c in table.curves[::20]] if seeded else []
+    budget = table.cost() * fraction
     return replay(
-        table, strategy, seed=3, workers=workers, max_compute=table.cost() * fraction
+        table, strategy, seed=3, workers=workers, max_compute=budget, warm_start=warm
     ).trials
 
 
 @pytest.mark.parametrize(
-    ("scheduler", "fraction", "workers"),
+    ("scheduler", "fraction", "workers", "seeded"),
     [
-        ("asha", 0.2, 4),  # hundreds of pruned one-epoch trials, the case it was made for
-        ("mo-asha", 0.5, 4),
-        ("none", 0.5, 1),  # one worker: no trial is running when another is proposed
+        ("asha", 0.2, 4, False),  # hundreds of pruned one-epoch trials: what it was made for
+        ("mo-asha", 0.5, 4, False),
+        ("mo-asha", 0.3, 4, True),  # a warm start's enqueued trials first
+        ("none", 0.5, 1, False),  # one worker: no trial is running when another is proposed
     ],
 )
 def test_every_trial_of_a_replay_is_the_one_optunas_tpe_proposes(
-    monkeypatch, scheduler, fraction, workers
+    monkeypatch, scheduler, fraction, workers, seeded
 ):
     strategy = Strategy("tpe", scheduler)
-    fast = _replay_with(monkeypatch, True, strategy, fraction, workers)
-    plain = _replay_with(monkeypatch, False, strategy, fraction, workers)
+    fast = _replay_with(monkeypatch, True, strategy, fraction, workers, seeded)
+    plain = _replay_with(monkeypatch, False, strategy, fraction, workers, seeded)
     assert len(fast) > 40  # past TPE's 10 random start-up trials, into its model
     assert fast == plain  # configuration, epochs, accuracy and finishing time of every trial
 

@@ -84,7 +84,9 @@ class ReplayTPESampler(optuna.samplers.TPESampler):
     """TPESampler that keeps what it learnt of the study between suggestions (see above)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        with warnings.catch_warnings():  # multivariate and group are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(**kwargs)
         if self._group_decomposed_search_space is not None:
             self._group_decomposed_search_space = _SeenOnceGroupDecomposedSearchSpace(True)
         self._finished: FinishedTrials | None = None  # made on the first read of a study
