@@ -81,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG of --out's JSON")
     parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print --out's JSON as the table docs/SEARCH.md shows, and exit",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="keep the replays already in --out's .runs.jsonl (same table, workers and budget) "
@@ -201,6 +206,9 @@ def main() -> int:
     args = parse_args()
     if args.plot_only:
         plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return 0
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
         return 0
     started = time.perf_counter()
     tables, meta = load_tables(args.table)
@@ -353,6 +361,31 @@ def main() -> int:
         f"{args.out.with_suffix('.png').name} in {report['seconds']:.0f} s"
     )
     return 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as docs/SEARCH.md's table: hypervolume (a fraction of the true front's) at 10%,
+    26% and 50% of the budget and at its end, the area, the compute and finished trials until 90%
+    (mean over seeds; "never" when a seed never gets there), and the trials proposed (completed)."""
+    fractions = np.array(report["compute_fractions"]) / report["compute_fractions"][-1]
+    at = [int(np.argmin(np.abs(fractions - f))) for f in (0.1, 0.26, 0.5)]
+    head = (
+        "| strategy | 10% | 26% | 50% | end | area | 90% at | trials to 90% | trials (completed) |"
+    )
+    lines = [head, "| --- " * 9 + "|"]
+    rows = [(f"{report['baseline']['label']} (baseline)", report["baseline"])]
+    rows += [
+        (f"**{label} (the default)**" if label == report["default_strategy"] else label, s)
+        for label, s in report["strategies"].items()
+    ]
+    for label, s in rows:
+        hv = s["hv_mean"]
+        cells = [f"{hv[i]:.3f}" for i in at] + [f"{hv[-1]:.3f}", f"{s['hv_auc']:.3f}"]
+        cells.append(_fraction(s["compute_to_90pct"]) if s["compute_to_90pct"] else "never")
+        cells.append(f"{s['trials_to_90pct']:.1f}" if s["trials_to_90pct"] else "-")
+        cells.append(f"{s['trials_mean']:.0f} ({s['completed_mean']:.1f})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _replay_record(job: tuple[Any, ...]) -> dict[str, Any]:

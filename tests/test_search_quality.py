@@ -312,6 +312,17 @@ def test_the_search_quality_benchmark_reports_what_the_defaults_rest_on(tmp_path
         resumed["strategies"] == report["strategies"] and resumed["baseline"] == report["baseline"]
     )
 
+    # The table docs/SEARCH.md shows, from the report: the baseline, then each strategy.
+    md = subprocess.run(
+        [sys.executable, "benchmarks/search_quality.py", "--out", str(out), "--markdown"],
+        cwd=repo, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = md.stdout.splitlines()
+    assert md.returncode == 0 and len(lines) == 3 + len(report["strategies"])
+    default = next(line for line in lines if "(the default)" in line)
+    area = f"{report['strategies'][report['default_strategy']]['hv_auc']:.3f}"
+    assert default.startswith(f"| **{report['default_strategy']}") and area in default
+
     partial = _synthetic_table()
     partial.meta["missing"], partial.meta["configurations"] = 3, 19
     save_tables(table, {"main": partial}, {})
