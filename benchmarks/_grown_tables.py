@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from autopetl.search.replay import CurveTable, config_key, table_from_store
+from autopetl.search.replay import CurveTable, config_key
+from autopetl.search.replay_tables import table_from_store
 from autopetl.search.space import SearchSpace, parse_space, restricted_to
 
 

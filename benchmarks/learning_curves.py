@@ -136,7 +136,7 @@ def record(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from autopetl.search.replay import table_from_store
+    from autopetl.search.replay_tables import table_from_store
     from autopetl.store import open_store
 
     store = open_store(args.db)
@@ -157,7 +157,8 @@ def status(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from _grown_tables import GrowthError, merged_table
 
-    from autopetl.search.replay import save_tables, table_from_store
+    from autopetl.search.replay import save_tables
+    from autopetl.search.replay_tables import table_from_store
     from autopetl.search.space import load_space
     from autopetl.store import open_store
 

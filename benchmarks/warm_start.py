@@ -4,11 +4,14 @@ For each seed and direction (source -> target): the default strategy (TPE + MO-A
 defaults of `autopetl search`) is replayed on the source task's learning-curve table, as the
 search a user already has in the database; the configurations on its reported front seed a study
 on the target's table (``replay(..., warm_start=...)``, what ``autopetl search --warm-start``
-enqueues). The same study unseeded, same seed, is the cold one. Both spend the same compute: the
+enqueues, its seeds trained to the end). The same study unseeded, same seed, is the cold one. Both spend the same compute: the
 target's whole grid (1.0x, as docs/SEARCH.md's table). Measured on the target, per seed: the
 compute until the front holds 90% of the target's true front (a fraction of the budget; a seed
 that never gets there counts as the whole budget and is reported), the area under the
-hypervolume-compute curve, and the final hypervolume. Writes benchmarks/results/warm_start.json.
+hypervolume-compute curve, and the final hypervolume. Beside them, for the why: the same seeds
+left to early stopping (warm_early), the source table's true front as seeds (warm_true), and the
+target's own true front (oracle: no transfer can name better seeds). Writes
+benchmarks/results/warm_start.json.
 
     python benchmarks/warm_start.py               # 20 seeds, both directions (minutes on 2 cores)
     python benchmarks/warm_start.py --quick       # 3 seeds: writes under results/quick/
@@ -52,6 +55,7 @@ TABLES = {
 DEFAULT = Strategy("tpe", DEFAULT_SCHEDULER, DEFAULT_GRACE_PERIOD, DEFAULT_REDUCTION_FACTOR)
 LEVELS = 51
 TABLE_NAME = "default_grid"
+LABELS = ("cold", "warm", "warm_early", "warm_true", "oracle")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,12 +94,38 @@ def _one(job: tuple[Any, ...]) -> dict[str, Any]:
     best = [
         c.config for c in source.curves if (c.val_acc[-1], float(c.tunable_params)) in true_front
     ]
-    out: dict[str, Any] = {"seed": seed, "seeded": len(seeds), "seeded_true_front": len(best)}
+    target_front = target.front()
+    oracle = [
+        c.config for c in target.curves if (c.val_acc[-1], float(c.tunable_params)) in target_front
+    ]
+    out: dict[str, Any] = {
+        "seed": seed,
+        "seeded": len(seeds),
+        "seeded_true_front": len(best),
+        "seeded_oracle": len(oracle),
+    }
     # warm: seeded from the source search's own front (what --warm-start reads); warm_true: from
-    # the source table's true front, the best any source search could give (an upper bound).
-    for label, warm in (("cold", []), ("warm", seeds), ("warm_true", best)):
+    # the source table's true front, the best any source search could give; oracle: from the
+    # target's own true front, the best any seeding of this study could give (a bound on every
+    # front transfer: no source can name better configurations than these).
+    # warm_early: the source search's front again, its seeds left to early stopping like any
+    # trial (what --warm-start did before its seeds were trained to the end).
+    runs = (
+        ("cold", [], True),
+        ("warm", seeds, True),
+        ("warm_early", seeds, False),
+        ("warm_true", best, True),
+        ("oracle", oracle, True),
+    )
+    for label, warm, to_the_end in runs:
         run = replay(
-            target, DEFAULT, seed=seed, workers=workers, max_compute=budget, warm_start=warm
+            target,
+            DEFAULT,
+            seed=seed,
+            workers=workers,
+            max_compute=budget,
+            warm_start=warm,
+            seeds_to_the_end=to_the_end,
         )
         curve = np.array(run.hypervolume_curve(ref, list(levels))) / true_hv
         hit = np.nonzero(curve >= 0.9 - 1e-12)[0]
@@ -115,8 +145,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "seeded_mean": float(np.mean([r["seeded"] for r in runs])),
         "seeded_true_front": runs[0]["seeded_true_front"],
+        "seeded_oracle": runs[0]["seeded_oracle"],
     }
-    for label in ("cold", "warm", "warm_true"):
+    for label in LABELS:
         rows = [r[label] for r in runs]
         finals = np.array([r["final_hv"] for r in rows])
         out[label] = {
@@ -134,6 +165,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     )
     out["compute_to_90_warm_true_over_cold"] = round(
         out["warm_true"]["compute_to_90_mean"] / cold["compute_to_90_mean"], 4
+    )
+    out["compute_to_90_warm_early_over_cold"] = round(
+        out["warm_early"]["compute_to_90_mean"] / cold["compute_to_90_mean"], 4
+    )
+    out["compute_to_90_oracle_over_cold"] = round(
+        out["oracle"]["compute_to_90_mean"] / cold["compute_to_90_mean"], 4
     )
     ratios = [r["warm"]["compute_to_90"] / r["cold"]["compute_to_90"] for r in runs]
     out["per_seed_ratio_mean"] = round(float(np.mean(ratios)), 4)
@@ -208,10 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{'final':>12s}"
     )
     for name, d in directions.items():
-        for label in ("cold", "warm", "warm_true"):
+        for label in LABELS:
             r = d[label]
             ratio = r["compute_to_90_mean"] / d["cold"]["compute_to_90_mean"]
-            seeded = {"cold": 0, "warm": d["seeded_mean"], "warm_true": d["seeded_true_front"]}
+            seeded = {
+                "cold": 0,
+                "warm": d["seeded_mean"],
+                "warm_early": d["seeded_mean"],
+                "warm_true": d["seeded_true_front"],
+                "oracle": d["seeded_oracle"],
+            }
             print(
                 f"{name + ' ' + label:28s} {seeded[label]:5.1f} {r['compute_to_90_mean']:8.1%} "
                 f"{ratio:7.2f} {r['auc_mean']:6.3f} {r['final_hv_mean']:.3f}±{r['final_hv_std']:.3f}"

@@ -220,7 +220,7 @@ def test_a_recorded_grid_search_is_a_table_whose_replay_gives_its_front(
     ray_session, tmp_path, sqlite_url
 ):
     from autopetl.cli import main
-    from autopetl.search.replay import table_from_store
+    from autopetl.search.replay_tables import table_from_store
     from autopetl.store import open_store
 
     space = tmp_path / "tiny_grid.yaml"

@@ -222,3 +222,86 @@ def test_the_warm_start_benchmark_replays_both_directions(tmp_path) -> None:
         # The cold and warm studies differ only in their seeds: same sampler seed, same budget.
         assert len(run_["cold"]["curve"]) == len(run_["warm"]["curve"]) == 51
         assert 0 < run_["warm"]["final_hv"] <= 1 and 0 < run_["cold"]["final_hv"] <= 1
+        # The bound on any seeding: the target's own true front, every configuration of it.
+        target = name.split("->")[1]
+        assert run_["seeded_oracle"] >= len(report_front(repo, target))  # ties: one point each
+        assert direction["compute_to_90_oracle_over_cold"] > 0
+
+
+def report_front(repo, task: str) -> list:
+    from autopetl.search.replay import load_tables
+
+    path = repo / "benchmarks" / "results" / f"learning_curves_{task}_28px.json"
+    return load_tables(path)[0]["default_grid"].front()
+
+
+def _rung(scheduler, configs: list[dict], first: int = 0) -> list[str]:
+    """Each configuration reports its first epoch in order, the later ones less accurate; the
+    scheduler's decisions."""
+    from autopetl.search.replay import _Trial
+
+    decisions = []
+    for i, config in enumerate(configs, start=first):
+        trial = _Trial(f"t{i}", config)
+        scheduler.on_trial_add(None, trial)
+        result = {"training_iteration": 1, "val_acc": 0.9 - 0.1 * i, "tunable_params": 1000}
+        decisions.append(scheduler.on_trial_result(None, trial, result))
+    return decisions
+
+
+@pytest.mark.parametrize("name", ["mo-asha", "asha"])
+def test_a_seeded_configuration_is_not_stopped_early_and_still_ranks_the_others(name):
+    from autopetl.search.schedulers import SeedsToTheEnd, make_scheduler
+
+    def scheduler():
+        return make_scheduler(
+            name, max_t=9, metrics=["val_acc", "tunable_params"], modes=["max", "min"],
+            grace_period=1, reduction_factor=3,
+        )  # fmt: skip
+
+    others = [{**LINEAR, "lr": lr} for lr in (0.1, 0.2, 0.3)]
+    worst = {**LINEAR, "lr": 0.4}
+    # Alone, the scheduler stops the last (and least accurate) of four trials at the first rung.
+    assert _rung(scheduler(), [*others, worst])[-1] == "STOP"
+    wrapped = SeedsToTheEnd(scheduler(), [worst])
+    assert _rung(wrapped, [*others, worst])[-1] == "CONTINUE"
+    # Another configuration that ranks as badly is stopped: the seed's results entered the rung.
+    late = _rung(wrapped, [{**LINEAR, "lr": 0.5}], first=4)
+    assert late == ["STOP"]
+
+
+def test_a_warm_started_search_schedules_its_seeds_to_the_end(tmp_path):
+    from autopetl.search.runner import SearchPlan, _scheduler
+    from autopetl.search.schedulers import SeedsToTheEnd
+    from autopetl.trial import flat_key
+    from tests.test_search_run import _toy_task
+
+    plan = SearchPlan(
+        name="s", data=_toy_task(8), space=SPACE, budget=4, backbone=SMOKE_BACKBONE,
+        scheduler="mo-asha", storage_path=tmp_path, warm_start=(LINEAR,),
+    )  # fmt: skip
+    scheduler = _scheduler(plan)
+    assert isinstance(scheduler, SeedsToTheEnd) and scheduler.seeds == {flat_key(LINEAR)}
+    assert not isinstance(_scheduler(dataclasses.replace(plan, warm_start=())), SeedsToTheEnd)
+
+
+def test_in_a_replay_every_seed_trains_to_the_end():
+    from pathlib import Path
+
+    from autopetl.search.replay import Strategy, load_tables, replay
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/results"
+    table = load_tables(path / "learning_curves_dsprites_ori_28px.json")[0]["default_grid"]
+    seeds = [c.config for c in table.curves[::6]]  # 10 configurations, every method
+    runs = {
+        to_the_end: replay(
+            table, Strategy("tpe", "mo-asha"), seed=0, workers=4,
+            max_compute=table.cost() / 4, warm_start=seeds, seeds_to_the_end=to_the_end,
+        ).trials
+        for to_the_end in (True, False)
+    }  # fmt: skip
+    first = {t.number: t for t in runs[True] if t.number < len(seeds)}
+    assert len(first) == len(seeds) and all(t.status == "completed" for t in first.values())
+    # Left to MO-ASHA from grace 1, most seeds are stopped at the first rung.
+    early = [t for t in runs[False] if t.number < len(seeds)]
+    assert sum(t.status == "pruned" for t in early) >= len(seeds) // 2

@@ -34,11 +34,11 @@ from ray.tune.schedulers import TrialScheduler
 
 from autopetl.errors import ConfigError
 from autopetl.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
-from autopetl.search.schedulers import make_scheduler
+from autopetl.search.schedulers import SeedsToTheEnd, make_scheduler
 from autopetl.search.searcher import ParetoOptunaSearch
-from autopetl.search.space import SearchSpace, parse_space, restricted_to
+from autopetl.search.space import SearchSpace, parse_space
 from autopetl.search.warm_start import optuna_params
-from autopetl.store import Store, hypervolume, non_dominated
+from autopetl.store import hypervolume, non_dominated
 from autopetl.store.queries import Point
 from autopetl.trial import flat_key
 
@@ -145,52 +145,6 @@ class CurveTable:
             for c in data["curves"]
         ]
         return cls(name, space, curves, dict(data.get("meta", {})))
-
-
-def table_from_store(
-    store: Store, search_name: str, methods: list[str] | None = None
-) -> CurveTable:
-    """The curves a recorded search holds: its completed trials, every epoch of each.
-
-    A table is complete when every configuration of its space has a curve (``meta["missing"]``
-    is 0); a search still being recorded exports what it has so far. ``methods`` keeps some
-    methods of the space only: a sub-table, complete before the whole is.
-    """
-    search = store.get_search(search_name)
-    if search is None:
-        raise ConfigError(f"no search named {search_name!r}; `autopetl searches` lists them")
-    space = parse_space(search.space, name=search.space_name, where=f"search {search_name}")
-    if methods:
-        space = restricted_to(space, methods)
-    curves = []
-    for trial in store.trials(search_name, status="completed"):
-        epochs = store.epochs(search_name, trial.trial_key)
-        if trial.tunable_params is None or any(
-            e.val_acc is None or e.seconds is None for e in epochs
-        ):
-            continue
-        curves.append(
-            Curve(
-                trial.config,
-                trial.tunable_params,
-                tuple(float(e.val_acc) for e in epochs),  # type: ignore[arg-type]  # checked
-                tuple(float(e.seconds) for e in epochs),  # type: ignore[arg-type]
-            )
-        )
-    recorded = {config_key(c.config) for c in curves}
-    wanted = {config_key(c) for c in space.configurations()}
-    meta = {
-        "search": search_name,
-        "methods": list(space.methods),
-        "task": search.task,
-        "backbone": search.backbone,
-        "options": search.options,
-        "configurations": len(wanted),
-        "missing": len(wanted - recorded),
-    }
-    return CurveTable(
-        search_name, space, [c for c in curves if config_key(c.config) in wanted], meta
-    )
 
 
 def save_tables(path: Path, tables: dict[str, CurveTable], meta: dict[str, Any]) -> None:
@@ -306,6 +260,7 @@ class _Trial:
     """What Ray Tune's schedulers read of a trial."""
 
     trial_id: str
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def replay(
@@ -317,9 +272,11 @@ def replay(
     max_compute: float,
     max_trials: int = 100_000,
     warm_start: Sequence[dict[str, Any]] = (),
+    seeds_to_the_end: bool = True,
 ) -> ReplayResult:
     """Run ``strategy`` on ``table`` until ``max_compute`` worker-seconds are spent; a
-    ``warm_start`` is enqueued first, as ``autopetl search --warm-start`` does.
+    ``warm_start`` is enqueued first and, with ``seeds_to_the_end`` (what ``autopetl search
+    --warm-start`` does), never stopped early.
 
     Each worker trains one trial at a time; an epoch ends ``seconds`` after it began, and the
     scheduler hears of it then. A trial that would start after the budget is spent is not
@@ -349,10 +306,12 @@ def replay(
         grace_period=strategy.grace_period,
         reduction_factor=strategy.reduction_factor,
     )
+    if warm_start and seeds_to_the_end:  # as `autopetl search --warm-start` schedules them
+        scheduler = SeedsToTheEnd(scheduler, warm_start)
     if strategy.sampler == "grid":  # each configuration once, as `autopetl search` budgets it
         max_trials = min(max_trials, len(table.space.configurations()))
     events: list[tuple[float, int, str, int]] = []  # (time, order, trial id, epoch)
-    running: dict[str, tuple[Curve, int, str]] = {}  # id -> (curve, number, config key)
+    running: dict[str, tuple[Curve, int, str, _Trial]] = {}  # id -> (curve, number, key, trial)
     finished: list[Finished] = []
     now, spent, started, order = 0.0, 0.0, 0, 0
     while True:
@@ -362,27 +321,27 @@ def replay(
             if config is None:
                 break
             curve = table.lookup(config)
-            trial = _Trial(trial_id)
+            trial = _Trial(trial_id, config)
             scheduler.on_trial_add(None, trial)  # type: ignore[arg-type]
-            running[trial_id] = (curve, started, config_key(config))
+            running[trial_id] = (curve, started, config_key(config), trial)
             heapq.heappush(events, (now + curve.seconds[0], order, trial_id, 1))
             started += 1
             order += 1
         if not events:
             break
         end, _, trial_id, epoch = heapq.heappop(events)
-        curve, number, key = running[trial_id]
+        curve, number, key, trial = running[trial_id]
         epoch_cost = curve.seconds[epoch - 1]
         if spent + epoch_cost > max_compute:
             break  # the budget ends during this epoch: nothing more is learnt
         now, spent = end, spent + epoch_cost
         result = curve.result(epoch)
-        decision = scheduler.on_trial_result(None, _Trial(trial_id), result)  # type: ignore[arg-type]
+        decision = scheduler.on_trial_result(None, trial, result)  # type: ignore[arg-type]
         if epoch < curve.epochs and decision != TrialScheduler.STOP:
             heapq.heappush(events, (now + curve.seconds[epoch], order, trial_id, epoch + 1))
             order += 1
             continue
-        scheduler.on_trial_complete(None, _Trial(trial_id), result)  # type: ignore[arg-type]
+        scheduler.on_trial_complete(None, trial, result)  # type: ignore[arg-type]
         searcher.on_trial_complete(trial_id, result)
         del running[trial_id]
         finished.append(

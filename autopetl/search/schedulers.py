@@ -23,7 +23,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from autopetl.errors import ConfigError
 from autopetl.search.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_REDUCTION_FACTOR, SCHEDULERS
-from autopetl.trial import search_of
+from autopetl.trial import flat_key, search_of
 
 
 def nondominated_order(points: Sequence[Sequence[float]]) -> list[int]:
@@ -207,6 +207,51 @@ class PerSearchScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         return "; ".join(f"{name}: {s.debug_string()}" for name, s in self.schedulers.items())
+
+
+class SeedsToTheEnd(FIFOScheduler):
+    """A search's scheduler that never stops a warm start's seeded configurations early.
+
+    A warm start (``--warm-start``) enqueues the configurations on related tasks' fronts first.
+    Under early stopping they reach the first rung together and are ranked against each other,
+    so most of them are stopped there and never reported: the transfer is lost
+    (docs/SEARCH.md, "Warm starts"). Here a trial whose configuration is a seed trains to its
+    last epoch; its results still enter the inner scheduler's rungs, so other trials are ranked
+    against them as before. Every other trial is the inner scheduler's to stop.
+
+    Args:
+        inner: The search's scheduler (from :func:`make_scheduler`).
+        seeds: The seeded configurations, in the flat form the searcher gives Tune.
+    """
+
+    def __init__(self, inner: TrialScheduler, seeds: Sequence[dict[str, Any]]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seeds = frozenset(flat_key(c) for c in seeds)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        decision = self.inner.on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and flat_key(trial.config) in self.seeds:
+            return TrialScheduler.CONTINUE  # its last epoch still ends it: the trainable returns
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return f"{self.inner.debug_string()}; {len(self.seeds)} seeded configurations to the end"
 
 
 def make_scheduler(
