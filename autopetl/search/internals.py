@@ -3,6 +3,12 @@
 Checked against Ray 2.60.0 and Optuna 5.1.0; ``tests/test_internals.py`` fails at once if an
 upgrade renames any of them (rather than a search failing mid-run). Each use says why the public
 API does not do.
+
+One exception lives apart, since it is a whole class: the replay's TPE
+(:mod:`autopetl.search.replay_tpe`, :mod:`autopetl.search.replay_tpe_split`) overrides private
+methods of Optuna 5.1's TPESampler to make replays of thousands of trials fast. It is used by
+benchmarks only, never by a search, and ``tests/test_replay_tpe.py`` fails if any proposal it
+makes differs from Optuna's own.
 """
 
 from __future__ import annotations
