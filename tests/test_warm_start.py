@@ -250,8 +250,9 @@ def _rung(scheduler, configs: list[dict], first: int = 0) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["mo-asha", "asha"])
-def test_a_seeded_configuration_is_not_stopped_early_and_still_ranks_the_others(name):
+def test_a_seed_is_not_stopped_early_and_still_ranks_the_others(name):
     from autopetl.search.schedulers import SeedsToTheEnd, make_scheduler
+    from autopetl.trial import tune_config
 
     def scheduler():
         return make_scheduler(
@@ -259,15 +260,18 @@ def test_a_seeded_configuration_is_not_stopped_early_and_still_ranks_the_others(
             grace_period=1, reduction_factor=3,
         )  # fmt: skip
 
-    others = [{**LINEAR, "lr": lr} for lr in (0.1, 0.2, 0.3)]
-    worst = {**LINEAR, "lr": 0.4}
+    # Tune configs as the searcher makes them: Optuna's trial 0 is the seed (enqueued first),
+    # though it reports last here; 1 to 3 are the sampler's own.
+    seed = {**LINEAR, "lr": 0.4}
+    others = [tune_config({**LINEAR, "lr": lr}, n) for n, lr in ((1, 0.1), (2, 0.2), (3, 0.3))]
     # Alone, the scheduler stops the last (and least accurate) of four trials at the first rung.
-    assert _rung(scheduler(), [*others, worst])[-1] == "STOP"
-    wrapped = SeedsToTheEnd(scheduler(), [worst])
-    assert _rung(wrapped, [*others, worst])[-1] == "CONTINUE"
-    # Another configuration that ranks as badly is stopped: the seed's results entered the rung.
-    late = _rung(wrapped, [{**LINEAR, "lr": 0.5}], first=4)
-    assert late == ["STOP"]
+    assert _rung(scheduler(), [*others, tune_config(seed, 0)])[-1] == "STOP"
+    wrapped = SeedsToTheEnd(scheduler(), [seed])
+    assert _rung(wrapped, [*others, tune_config(seed, 0)])[-1] == "CONTINUE"
+    # Another that ranks as badly is stopped (the seed's results entered the rung), and so is the
+    # seed's configuration proposed again: only the seeded trial itself trains to the end.
+    late = [tune_config({**LINEAR, "lr": 0.5}, 4), tune_config(seed, 5)]
+    assert _rung(wrapped, late, first=4) == ["STOP", "STOP"]
 
 
 def test_a_warm_started_search_schedules_its_seeds_to_the_end(tmp_path):

@@ -23,7 +23,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from autopetl.errors import ConfigError
 from autopetl.search.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_REDUCTION_FACTOR, SCHEDULERS
-from autopetl.trial import flat_key, search_of
+from autopetl.trial import flat_key, search_of, trial_number_of
 
 
 def nondominated_order(points: Sequence[Sequence[float]]) -> list[int]:
@@ -215,9 +215,11 @@ class SeedsToTheEnd(FIFOScheduler):
     A warm start (``--warm-start``) enqueues the configurations on related tasks' fronts first.
     Under early stopping they reach the first rung together and are ranked against each other,
     so most of them are stopped there and never reported: the transfer is lost
-    (docs/SEARCH.md, "Warm starts"). Here a trial whose configuration is a seed trains to its
-    last epoch; its results still enter the inner scheduler's rungs, so other trials are ranked
-    against them as before. Every other trial is the inner scheduler's to stop.
+    (docs/SEARCH.md, "Warm starts"). Here the seeded trials (a new study's first Optuna trials,
+    each with a seed's configuration) train to their last epoch; their results still enter the
+    inner scheduler's rungs, so other trials are ranked against them as before. Every other
+    trial is the inner scheduler's to stop, a seed's configuration proposed again included (else
+    a sampler could repeat a cheap seed forever, each time trained to the end).
 
     Args:
         inner: The search's scheduler (from :func:`make_scheduler`).
@@ -228,6 +230,7 @@ class SeedsToTheEnd(FIFOScheduler):
         super().__init__()
         self.inner = inner
         self.seeds = frozenset(flat_key(c) for c in seeds)
+        self.count = len(seeds)  # Optuna hands the enqueued seeds out first: trials 0..count-1
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return self.inner.set_search_properties(metric, mode, **spec)
@@ -240,9 +243,13 @@ class SeedsToTheEnd(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         decision = self.inner.on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and flat_key(trial.config) in self.seeds:
+        if decision == TrialScheduler.STOP and self.seeded(trial.config):
             return TrialScheduler.CONTINUE  # its last epoch still ends it: the trainable returns
         return decision
+
+    def seeded(self, config: dict[str, Any]) -> bool:
+        """Whether the trial of this Tune config is one of the seeds."""
+        return trial_number_of(config) < self.count and flat_key(config) in self.seeds
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         self.inner.on_trial_complete(tune_controller, trial, result)
