@@ -95,7 +95,10 @@ def test_seeds_are_the_sources_distinct_front_configurations_most_shared_first(s
     assert list(warm.configs) == [LORA1, LINEAR, LORA4, LORA16]
     assert warm.left_out == 2 and warm.capped == 0
     assert warm.lineage() == {"sources": ["loc", "ori"], "seeded": 4, "left_out": 2, "capped": 0}
-    assert "4 configurations from the fronts of loc, ori (2 left out" in warm.summary()
+    assert (
+        "4 configurations from the fronts of loc, ori, each trained to its last epoch (2 left out"
+        in warm.summary()
+    )
     # Named sources give the same, from those only.
     assert list(_plan(store, ("loc",)).configs) == [LINEAR, LORA1, LORA4]
 

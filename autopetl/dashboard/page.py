@@ -416,7 +416,10 @@ def _progress_body(url: str | None, name: str, status_at_start: str) -> None:
     hv = progress["hypervolume_so_far"].iloc[-1] if len(progress) else 0.0
     cols[4].metric("hypervolume", f"{hv:.3f}")
     if lineage := seeded_from(search.options):
-        st.caption(f"Warm-started from the fronts of {lineage}: its first trials, trained here.")
+        st.caption(
+            f"Warm-started from the fronts of {lineage}: its first trials, trained here to their "
+            "last epoch."
+        )
     if progress.empty:
         st.info("No trial has finished yet.")
     else:

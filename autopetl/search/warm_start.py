@@ -55,7 +55,10 @@ class WarmStart:
         if not self.sources:
             return "warm start: no finished search on this backbone for another task; starting cold"
         names = ", ".join(self.sources)
-        line = f"warm start: {len(self.configs)} configurations from the fronts of {names}"
+        line = (
+            f"warm start: {len(self.configs)} configurations from the fronts of {names}, "
+            "each trained to its last epoch"
+        )
         notes = []
         if self.left_out:
             notes.append(f"{self.left_out} left out: this space cannot hold them")
