@@ -79,3 +79,25 @@ def test_without_constant_liar_it_proposes_what_optuna_proposes():
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         plain = optuna.samplers.TPESampler(**options)
     assert run(ReplayTPESampler(**options)) == run(plain)
+
+
+def test_the_replay_speed_benchmark_times_both_samplers_on_the_same_replay(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "speed.json"
+    command = [
+        sys.executable,
+        "benchmarks/replay_speed.py",
+        "--fraction",
+        "0.05",
+        "--out",
+        str(out),
+    ]
+    run = subprocess.run(command, cwd=TABLE.parents[2], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["identical"] is True and report["trials"] > 10
+    assert report["optuna_seconds"] > 0 and report["replay_tpe_seconds"] > 0
+    assert "faster; every trial the same: True" in run.stdout

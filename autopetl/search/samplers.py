@@ -41,9 +41,12 @@ def make_sampler(
             "constant_liar": constant_liar,
         }
         if replay:
-            from autopetl.search.replay_tpe import replay_sampler
-
-            return replay_sampler(**options, seed=seed)
+            try:  # written against Optuna 5.1's private TPE internals
+                from autopetl.search.replay_tpe import replay_sampler
+            except ImportError:  # another Optuna moved them: Optuna's own, slower, same proposals
+                pass
+            else:
+                return replay_sampler(**options, seed=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(**options, seed=seed)
